@@ -1,0 +1,52 @@
+# opsync developer commands. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install whenever pyproject.toml changes.
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv bins lint typecheck crds check-crds unit test run clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(INSTALLED) ## create the virtualenv and install opsync with its dev tools
+
+bins: $(INSTALLED) ## find or build kube-apiserver, etcd, kubectl, helm (first build: Go, ~15 min)
+	$(BIN)/opsync controlplane bins
+
+lint: $(INSTALLED) ## ruff lint and format check
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+
+typecheck: $(INSTALLED) ## mypy --strict on the package
+	$(BIN)/mypy
+
+crds: $(INSTALLED) ## regenerate crds/ from the pydantic models
+	$(BIN)/opsync crd > crds/onepassworditem.yaml
+
+check-crds: $(INSTALLED) ## fail when crds/ differs from the models
+	diff -u crds/onepassworditem.yaml <($(BIN)/opsync crd)
+
+unit: $(INSTALLED) ## fast tests only (no control plane)
+	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
+
+test: bins lint typecheck check-crds ## everything CI runs: lint, types, CRD drift, the whole pytest suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+run: bins ## start a local control plane (the embedded default) and show how to use it
+	$(BIN)/opsync controlplane up
+
+clean: ## remove the virtualenv and caches (not the binary cache in ~/.cache/opsync)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

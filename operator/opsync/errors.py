@@ -1,0 +1,140 @@
+"""The one error tree of opsync.
+
+Every layer raises these, and only the kopf layer translates them into kopf's
+``TemporaryError``/``PermanentError``. Each error knows whether retrying can
+help (``retryable``) and carries only safe context: names, ids, HTTP statuses
+and server messages cut short. A secret value never goes into a message.
+
+    OpsyncError
+    ├── ConfigError                 invalid settings; stops start-up
+    ├── SpecError                   invalid custom resource or item content; permanent
+    ├── ConnectError                any failed exchange with 1Password Connect
+    │   ├── ConnectTransientError   retryable
+    │   │   ├── ConnectUnavailable  network error or timeout (no HTTP status)
+    │   │   ├── RateLimited         429
+    │   │   └── ServerError         5xx
+    │   └── ConnectRequestError     the request itself was refused; retrying the same is useless
+    │       ├── BadRequest          400
+    │       ├── Unauthorized        401
+    │       ├── Forbidden           403
+    │       ├── NotFound            404
+    │       └── PayloadTooLarge     413
+    └── KubeError                   a Kubernetes API call failed
+"""
+
+from __future__ import annotations
+
+MESSAGE_LIMIT = 256
+"""Server-provided text is cut to this many characters before it is kept."""
+
+
+def shorten(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Cut untrusted text short, so a huge or unexpected body never floods logs or status."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class OpsyncError(Exception):
+    """Base of every error opsync raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(OpsyncError):
+    """Invalid operator configuration: start-up stops with this message."""
+
+
+class SpecError(OpsyncError):
+    """The custom resource (or the item it points at) cannot be turned into a Secret."""
+
+    def __init__(self, message: str, *, reason: str = "InvalidSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ConnectError(OpsyncError):
+    """A request to 1Password Connect failed."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str | None = None) -> None:
+        super().__init__(shorten(message))
+        if status is not None:
+            self.status = status
+        self.endpoint = endpoint
+
+
+class ConnectTransientError(ConnectError):
+    """A failure that may go away by itself: retry with backoff."""
+
+    retryable = True
+
+
+class ConnectUnavailable(ConnectTransientError):
+    """Connect could not be reached, or did not answer in time."""
+
+
+class RateLimited(ConnectTransientError):
+    """Connect answered 429 Too Many Requests."""
+
+    status = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        endpoint: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, endpoint=endpoint)
+        self.retry_after = retry_after
+
+
+class ServerError(ConnectTransientError):
+    """Connect answered with a 5xx status."""
+
+    status = 500
+
+
+class ConnectRequestError(ConnectError):
+    """Connect refused the request; sending it again unchanged will not help."""
+
+
+class BadRequest(ConnectRequestError):
+    """400: an invalid body, patch or filter."""
+
+    status = 400
+
+
+class Unauthorized(ConnectRequestError):
+    """401: the token is missing, malformed, revoked or from another server."""
+
+    status = 401
+
+
+class Forbidden(ConnectRequestError):
+    """403: the token has no access to that vault, or not at that level."""
+
+    status = 403
+
+
+class NotFound(ConnectRequestError):
+    """404: no such vault, item or file (or it is hidden from this token)."""
+
+    status = 404
+
+
+class PayloadTooLarge(ConnectRequestError):
+    """413: the response would be too large (for example inline file content)."""
+
+    status = 413
+
+
+class KubeError(OpsyncError):
+    """A call to the Kubernetes API failed."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(shorten(message))
+        self.status = status
+        self.retryable = retryable
