@@ -109,7 +109,9 @@ def test_malformed_item_path_is_refused_at_admission(
     with pytest.raises(client.ApiException) as refused:
         objects.create_namespaced_custom_object(crd.GROUP, crd.VERSION, namespace, crd.PLURAL, body)
     assert refused.value.status == 422
-    assert "itemPath must be 'vaults/<vault id or title>/items/<item id or title>'" in refused.value.body
+    status = json.loads(refused.value.body)
+    assert status["details"]["causes"][0]["field"] == "spec.itemPath"
+    assert crd.ITEM_PATH_HELP in status["message"]
 
 
 def test_two_planes_run_side_by_side_and_stop_leaves_nothing() -> None:

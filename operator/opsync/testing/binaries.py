@@ -7,8 +7,9 @@ this module builds them into a cache outside the repository, keyed by version
 (``~/.cache/opsync/bin/<module>-<version>/``), so only the first run compiles.
 
 Look-up order for each binary: ``$OPSYNC_BIN_DIR``, ``$KUBEBUILDER_ASSETS``
-(as envtest does), the versioned cache, then ``$PATH``; if none has it and Go
-is installed, it is built; otherwise one error says what to install.
+(as envtest does), the versioned cache; then it is built if Go and ``hack/``
+are here (a pinned build beats whatever version happens to be on ``$PATH``);
+then ``$PATH``; otherwise one error says what to install.
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def find(name: str, *, env: Mapping[str, str] | None = None) -> Path | None:
-    """The binary to use for ``name``, or None when it must be built first."""
+def find(name: str, *, env: Mapping[str, str] | None = None, use_path: bool = True) -> Path | None:
+    """The binary to use for ``name`` without building, or None."""
     env = os.environ if env is None else env
     for var in ("OPSYNC_BIN_DIR", "KUBEBUILDER_ASSETS"):
         if env.get(var) and _is_executable(candidate := Path(env[var]) / name):
@@ -147,8 +148,12 @@ def find(name: str, *, env: Mapping[str, str] | None = None) -> Path | None:
     with contextlib.suppress(OSError, BinariesError):
         if _is_executable(candidate := cache_dir(tool, env=env) / name):
             return candidate
-    found = shutil.which(name, path=env.get("PATH"))
+    found = shutil.which(name, path=env.get("PATH")) if use_path else None
     return Path(found) if found else None
+
+
+def can_build(name: str) -> bool:
+    return shutil.which("go") is not None and (hack_dir() / _tool(name).module_dir / "go.mod").is_file()
 
 
 def _go_env() -> dict[str, str]:
@@ -238,9 +243,16 @@ def missing_message(names: Iterable[str], *, have_go: bool) -> str:
 
 def ensure(names: Iterable[str] = CONTROL_PLANE) -> dict[str, Path]:
     """Every binary in ``names``, building what is missing; raises BinariesError if it cannot."""
-    names = list(names)
-    found = {name: find(name) for name in names}
-    missing = [name for name, path in found.items() if path is None]
-    if missing and shutil.which("go") is None:
-        raise BinariesError(missing_message(missing, have_go=False))
-    return {name: path if path is not None else build(name) for name, path in found.items()}
+    found: dict[str, Path] = {}
+    missing = []
+    for name in names:
+        path = find(name, use_path=False)
+        if path is None and not can_build(name):
+            path = find(name)
+        if path is None and not can_build(name):
+            missing.append(name)
+        elif path is not None:
+            found[name] = path
+    if missing:
+        raise BinariesError(missing_message(missing, have_go=shutil.which("go") is not None))
+    return {name: found[name] if name in found else build(name) for name in names}

@@ -7,8 +7,9 @@ module starts the two processes itself on free loopback ports, with certificates
 it generates (a CA, a serving certificate, an admin client certificate in
 ``system:masters`` and a service-account signing key), waits until the server is
 ready and writes a kubeconfig. ``stop()`` ends both processes and removes every
-file; the children also die with their parent (``PR_SET_PDEATHSIG``), and
-folders left by a killed run are swept at the next start.
+file. Should the owner die without stopping them (a crashed or killed test
+run), a watchdog process that holds a pipe from the owner sees it close and
+kills them, and the folders left behind are swept at the next start.
 
 There is no controller-manager, exactly as with envtest: no garbage collection
 of owned objects and namespaces never finish terminating.
@@ -17,17 +18,15 @@ of owned objects and namespaces never finish terminating.
 from __future__ import annotations
 
 import base64
-import contextlib
-import ctypes
 import datetime as dt
 import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -46,7 +45,18 @@ from opsync.testing import binaries
 
 DIR_PREFIX = "opsync-cp-"
 LOG_TAIL_LINES = 40
-_PR_SET_PDEATHSIG = 1
+
+# Reads one process-group id per line from its stdin, a pipe only the owner holds;
+# when the pipe closes (the owner stopped or died, even by SIGKILL) it kills them all.
+_WATCHDOG = """
+import os, signal, sys
+groups = [int(line) for line in sys.stdin]
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+"""
 
 
 class ControlPlaneError(RuntimeError):
@@ -58,12 +68,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL it when the parent dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _name(common_name: str, *organisations: str) -> x509.Name:
@@ -214,6 +218,7 @@ class ControlPlane:
         self.url = ""
         self.etcd_url = ""
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._watchdog: subprocess.Popen[str] | None = None
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -254,6 +259,9 @@ class ControlPlane:
         sweep_stale_dirs(self._parent_dir)
         self.dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self._parent_dir))
         (self.dir / "owner.pid").write_text(str(os.getpid()))
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
             write_pki(self.dir)
             self._start_etcd(bins["etcd"])
@@ -272,11 +280,13 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
         self._processes[name] = process
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            self._watchdog.stdin.write(f"{process.pid}\n")
+            self._watchdog.stdin.flush()
         return process
 
     def _start_etcd(self, etcd: Path) -> None:
@@ -402,6 +412,11 @@ class ControlPlane:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+        if self._watchdog is not None:
+            if self._watchdog.stdin is not None:
+                self._watchdog.stdin.close()
+            self._watchdog.wait(timeout)
+            self._watchdog = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
