@@ -16,9 +16,10 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _registrars() -> list[Registrar]:
+    from opsync.connectserver import cli as connectserver_cli
     from opsync.testing import cli as testing_cli
 
-    return [_register_crd, testing_cli.register]
+    return [_register_crd, testing_cli.register, connectserver_cli.register]
 
 
 def _register_crd(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
