@@ -1,0 +1,81 @@
+"""``opsync.connect``: everything opsync needs to talk to 1Password Connect.
+
+Why this package exists: it is the operator's one door to Connect. It holds
+the settings (:class:`ConnectConfig`), the typed models of Connect's JSON
+(secret values wrapped from parse time on) and the async client
+(:class:`ConnectClient`) with its error mapping and retry policy. No other
+package of opsync imports ``httpx``; errors raised here are those of
+:mod:`opsync.errors`.
+"""
+
+from opsync.connect.client import USER_AGENT, ConnectClient, scim_eq
+from opsync.connect.config import ConnectConfig
+from opsync.connect.models import (
+    URL,
+    ActivityPage,
+    APIRequest,
+    APIRequestAction,
+    APIRequestActor,
+    APIRequestResource,
+    APIRequestResult,
+    CharacterSet,
+    ConnectModel,
+    ContentRange,
+    Field,
+    FieldPurpose,
+    FieldType,
+    File,
+    FullItem,
+    GeneratorRecipe,
+    Item,
+    ItemCategory,
+    ItemRef,
+    ItemState,
+    PatchOp,
+    PatchOperation,
+    ResourceType,
+    Section,
+    SectionRef,
+    ServerHealth,
+    ServiceDependency,
+    Vault,
+    VaultRef,
+    VaultType,
+)
+
+__all__ = [
+    "URL",
+    "USER_AGENT",
+    "APIRequest",
+    "APIRequestAction",
+    "APIRequestActor",
+    "APIRequestResource",
+    "APIRequestResult",
+    "ActivityPage",
+    "CharacterSet",
+    "ConnectClient",
+    "ConnectConfig",
+    "ConnectModel",
+    "ContentRange",
+    "Field",
+    "FieldPurpose",
+    "FieldType",
+    "File",
+    "FullItem",
+    "GeneratorRecipe",
+    "Item",
+    "ItemCategory",
+    "ItemRef",
+    "ItemState",
+    "PatchOp",
+    "PatchOperation",
+    "ResourceType",
+    "Section",
+    "SectionRef",
+    "ServerHealth",
+    "ServiceDependency",
+    "Vault",
+    "VaultRef",
+    "VaultType",
+    "scim_eq",
+]
