@@ -16,10 +16,11 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _registrars() -> list[Registrar]:
+    from opsync import run
     from opsync.connectserver import cli as connectserver_cli
     from opsync.testing import cli as testing_cli
 
-    return [_register_crd, testing_cli.register, connectserver_cli.register]
+    return [run.register, _register_crd, connectserver_cli.register, testing_cli.register]
 
 
 def _register_crd(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

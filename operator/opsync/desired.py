@@ -1,0 +1,137 @@
+"""What a synced Secret must look like, whether it is ours, and what differs: pure functions.
+
+The reconcile reads the live Secret, builds the desired one here and writes
+only when :func:`differences` finds something, so an unchanged item costs no
+Kubernetes write. Ownership is an ownerReference to the owning object's uid,
+the same reference the official operator sets, so Secrets it created are
+adopted after an image swap, and any other Secret of the same name is left
+alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from opsync.mapping import SecretData
+
+ANNOTATION_PREFIX = "operator.1password.io/"
+ITEM_PATH = "operator.1password.io/item-path"
+ITEM_VERSION = "operator.1password.io/item-version"
+ITEM_NAME = "operator.1password.io/item-name"
+AUTO_RESTART = "operator.1password.io/auto-restart"
+LAST_RESTARTED = "operator.1password.io/last-restarted"
+IGNORE_SECRET_TAG = "operator.1password.io:ignore-secret"  # noqa: S105 - a tag name, not a secret
+FINALIZER = "onepassword.com/finalizer.secret"
+MANAGED_LABEL = "opsync.io/managed"
+OPSYNC_PREFIX = "opsync.io/"
+
+# Annotations of the CR that are never copied to the Secret, even with --enable-annotations.
+_NOT_COPIED_PREFIXES = (
+    OPSYNC_PREFIX,
+    "kopf.zalando.org/",
+    "kubectl.kubernetes.io/last-applied-configuration",
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The object a Secret belongs to: a OnePasswordItem, or an annotated Deployment."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, str]:
+        # As the official operator: no controller and no blockOwnerDeletion flags.
+        return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name, "uid": self.uid}
+
+
+@dataclass(frozen=True)
+class SecretState:
+    """A Secret as it is in the cluster (values inside SecretData, never printed)."""
+
+    namespace: str
+    name: str
+    type: str
+    data: SecretData
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    owner_uids: frozenset[str] = frozenset()
+    resource_version: str | None = None
+    uid: str | None = None
+
+
+@dataclass(frozen=True)
+class DesiredSecret:
+    """The Secret opsync wants for one owner."""
+
+    namespace: str
+    name: str
+    type: str
+    data: SecretData
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    owner: Owner
+
+    def merged_annotations(self, existing: SecretState | None) -> dict[str, str]:
+        """Ours on top of the existing ones; stale 1Password annotations are dropped."""
+        kept = {
+            key: value
+            for key, value in (existing.annotations if existing else {}).items()
+            if not key.startswith(ANNOTATION_PREFIX)
+        }
+        return {**kept, **self.annotations}
+
+
+def secret_type(value: str | None) -> str:
+    """The Secret type a CR asks for; ``""`` and absent mean ``Opaque`` as in the official operator."""
+    return value or "Opaque"
+
+
+def build(
+    *,
+    owner: Owner,
+    namespace: str,
+    name: str,
+    type_: str | None,
+    data: SecretData,
+    resolved_path: str,
+    item_version: int,
+    owner_labels: Mapping[str, str] | None = None,
+    owner_annotations: Mapping[str, str] | None = None,
+    copy_annotations: bool = False,
+) -> DesiredSecret:
+    owner_annotations = owner_annotations or {}
+    annotations: dict[str, str] = {}
+    if copy_annotations:
+        annotations.update(
+            (key, value)
+            for key, value in owner_annotations.items()
+            if not key.startswith(_NOT_COPIED_PREFIXES) and not key.startswith(ANNOTATION_PREFIX)
+        )
+    if AUTO_RESTART in owner_annotations:
+        annotations[AUTO_RESTART] = owner_annotations[AUTO_RESTART]
+    annotations[ITEM_PATH] = resolved_path
+    annotations[ITEM_VERSION] = str(item_version)
+    labels = {**(owner_labels or {}), MANAGED_LABEL: "true"}
+    return DesiredSecret(namespace, name, secret_type(type_), data, labels, annotations, owner)
+
+
+def is_owned_by(existing: SecretState, owner: Owner) -> bool:
+    return owner.uid in existing.owner_uids
+
+
+def differences(existing: SecretState, desired: DesiredSecret) -> list[str]:
+    """What must be written for ``existing`` to become ``desired``: names only, e.g. ``["data"]``."""
+    found = []
+    if existing.data.digest() != desired.data.digest():
+        found.append("data")
+    if dict(existing.labels) != dict(desired.labels):
+        found.append("labels")
+    if existing.annotations != desired.merged_annotations(existing):
+        found.append("annotations")
+    if desired.owner.uid not in existing.owner_uids:
+        found.append("ownerReferences")
+    return found

@@ -1,0 +1,139 @@
+"""Status conditions and Events for a sync result, and the kopf error for a failure.
+
+Conditions follow metav1.Condition: ``lastTransitionTime`` moves only when the
+status flips, and an Event is posted on every transition (plus one whenever
+the Secret is created or updated). Status is written only when something but
+the clock changed, so a steady item costs no Kubernetes write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from opsync import crd
+from opsync.kube import KubeApi, ObjectRef
+from opsync.reconcile import Failure, Outcome, Target, success_message
+
+logger = logging.getLogger(__name__)
+
+READY = "Ready"
+MAX_RETRY_DELAY = 300.0
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def retry_delay(retry: int) -> float:
+    """Exponential backoff for transient failures: 5 s, 10 s, 20 s … capped at five minutes."""
+    return min(MAX_RETRY_DELAY, 5.0 * 2.0 ** min(retry, 10))
+
+
+def ready_condition(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    for condition in (status or {}).get("conditions") or []:
+        if condition.get("type") == READY:
+            return dict(condition)
+    return None
+
+
+def new_status(
+    current: Mapping[str, Any] | None,
+    *,
+    ready: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    outcome: Outcome | None = None,
+) -> dict[str, Any] | None:
+    """The status to write, or None when nothing but the clock would change."""
+    current = dict(current or {})
+    previous = ready_condition(current)
+    flag = "True" if ready else "False"
+    transition = (
+        previous["lastTransitionTime"]
+        if previous and previous.get("status") == flag and previous.get("lastTransitionTime")
+        else now()
+    )
+    condition = {
+        "type": READY,
+        "status": flag,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+        "observedGeneration": generation,
+    }
+    status: dict[str, Any] = {**current, "conditions": [condition], "observedGeneration": generation}
+    if outcome is not None:
+        status["itemPath"] = outcome.resolved_path
+        status["itemVersion"] = outcome.item_version
+    comparable = {k: v for k, v in status.items() if k != "lastSyncTime"}
+    if comparable == {k: v for k, v in current.items() if k != "lastSyncTime"}:
+        return None
+    status["lastSyncTime"] = now()
+    return status
+
+
+def owner_ref(target: Target) -> ObjectRef:
+    owner = target.owner
+    return ObjectRef(owner.api_version, owner.kind, target.namespace, owner.name, owner.uid)
+
+
+async def post(kube: KubeApi, ref: ObjectRef, *, type_: str, reason: str, message: str) -> None:
+    try:
+        await kube.post_event(ref, type_=type_, reason=reason, message=message)
+    except Exception as exc:  # an Event is never worth failing a sync for
+        logger.warning(
+            "could not post Event %s on %s %s/%s: %s", reason, ref.kind, ref.namespace, ref.name, exc
+        )
+
+
+async def report_success(
+    kube: KubeApi, target: Target, outcome: Outcome, *, body: Mapping[str, Any] | None
+) -> None:
+    message = success_message(target, outcome)
+    if outcome.action in ("created", "updated"):
+        await post(kube, owner_ref(target), type_="Normal", reason="SecretSynced", message=message)
+    if body is None or target.owner.kind != crd.KIND:
+        return
+    previous = ready_condition(body.get("status"))
+    status = new_status(
+        body.get("status"),
+        ready=True,
+        reason="Synced",
+        message=message,
+        generation=body.get("metadata", {}).get("generation"),
+        outcome=outcome,
+    )
+    if status is not None:
+        await kube.patch_item_status(target.namespace, target.owner.name, status)
+    if previous is not None and previous.get("status") != "True":
+        await post(kube, owner_ref(target), type_="Normal", reason="Synced", message=message)
+
+
+async def report_failure(
+    kube: KubeApi, target: Target, failure: Failure, *, body: Mapping[str, Any] | None, retry: int
+) -> None:
+    """Record the failure; raise kopf.TemporaryError when retrying can help."""
+    previous = ready_condition((body or {}).get("status"))
+    transition = (
+        previous is None or previous.get("status") != "False" or previous.get("reason") != failure.reason
+    )
+    if transition:
+        await post(kube, owner_ref(target), type_="Warning", reason=failure.reason, message=failure.message)
+    if body is not None and target.owner.kind == crd.KIND:
+        status = new_status(
+            body.get("status"),
+            ready=False,
+            reason=failure.reason,
+            message=failure.message,
+            generation=body.get("metadata", {}).get("generation"),
+        )
+        if status is not None:
+            await kube.patch_item_status(target.namespace, target.owner.name, status)
+    if failure.retryable:
+        raise kopf.TemporaryError(failure.message, delay=retry_delay(retry))

@@ -1,0 +1,233 @@
+"""The Kubernetes layer: the one module that imports the ``kubernetes`` client.
+
+kopf watches and dispatches; every read and write opsync makes itself
+(Secrets, CR status, Events, workloads) goes through :class:`KubeApi`. The
+client is synchronous, so each call runs in a worker thread. API errors become
+:class:`~opsync.errors.KubeError` with only the status and the server's reason,
+never a request body (which may hold Secret data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from opsync import crd
+from opsync.desired import DesiredSecret, SecretState
+from opsync.errors import KubeError
+from opsync.mapping import SecretData
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Enough of an object to post an Event about it."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster credentials inside a pod, else ``$KUBECONFIG`` / ``~/.kube/config``."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    api_client: client.ApiClient = config.new_client_from_config()  # type: ignore[no-untyped-call]
+    return api_client
+
+
+def _error(exc: ApiException, action: str) -> KubeError:
+    reason = exc.reason or "error"
+    retryable = exc.status in (409, 429) or (exc.status or 0) >= 500
+    return KubeError(f"{action} failed: {exc.status} {reason}", status=exc.status, retryable=retryable)
+
+
+def _state(secret: client.V1Secret) -> SecretState:
+    meta = secret.metadata
+    assert meta is not None
+    data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+    return SecretState(
+        namespace=meta.namespace or "",
+        name=meta.name or "",
+        type=secret.type or "Opaque",
+        data=SecretData(data),
+        labels=dict(meta.labels or {}),
+        annotations=dict(meta.annotations or {}),
+        owner_uids=frozenset(ref.uid for ref in meta.owner_references or []),
+        resource_version=meta.resource_version,
+        uid=meta.uid,
+    )
+
+
+def _body(desired: DesiredSecret, existing: SecretState | None) -> dict[str, Any]:
+    references = [desired.owner.reference()]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": desired.name,
+            "namespace": desired.namespace,
+            "labels": dict(desired.labels),
+            "annotations": desired.merged_annotations(existing),
+            "ownerReferences": references,
+            **(
+                {"resourceVersion": existing.resource_version}
+                if existing and existing.resource_version
+                else {}
+            ),
+        },
+        "type": desired.type,
+        "data": {key: base64.b64encode(value).decode() for key, value in desired.data.items()},
+    }
+
+
+class KubeApi:
+    """Async facade over the kubernetes client for what opsync reads and writes."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._api = api_client
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._apps = client.AppsV1Api(api_client)
+
+    def close(self) -> None:
+        self._api.close()  # type: ignore[no-untyped-call]
+
+    async def _call(self, action: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        try:
+            return await asyncio.to_thread(function, *args, **kwargs)
+        except ApiException as exc:
+            raise _error(exc, action) from None
+
+    # -- Secrets ---------------------------------------------------------------------------------
+
+    async def read_secret(self, namespace: str, name: str) -> SecretState | None:
+        try:
+            secret = await self._call(
+                f"reading Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _state(secret)
+
+    async def create_secret(self, desired: DesiredSecret) -> None:
+        await self._call(
+            f"creating Secret {desired.namespace}/{desired.name}",
+            self._core.create_namespaced_secret,
+            desired.namespace,
+            _body(desired, None),
+        )
+
+    async def replace_secret(self, desired: DesiredSecret, existing: SecretState) -> None:
+        """Replace, guarded by the resourceVersion read: a concurrent change gives a retryable 409."""
+        await self._call(
+            f"updating Secret {desired.namespace}/{desired.name}",
+            self._core.replace_namespaced_secret,
+            desired.name,
+            desired.namespace,
+            _body(desired, existing),
+        )
+
+    async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None)
+        try:
+            await self._call(
+                f"deleting Secret {namespace}/{name}",
+                self._core.delete_namespaced_secret,
+                name,
+                namespace,
+                body=options,
+            )
+        except KubeError as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    # -- OnePasswordItems ------------------------------------------------------------------------
+
+    async def read_item(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body: Any = await self._call(
+                f"reading OnePasswordItem {namespace}/{name}",
+                self._custom.get_namespaced_custom_object,
+                crd.GROUP,
+                crd.VERSION,
+                namespace,
+                crd.PLURAL,
+                name,
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(body)
+
+    async def patch_item_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            await self._call(
+                f"updating the status of OnePasswordItem {namespace}/{name}",
+                self._custom.patch_namespaced_custom_object_status,
+                crd.GROUP,
+                crd.VERSION,
+                namespace,
+                crd.PLURAL,
+                name,
+                {"status": dict(status)},
+            )
+        except KubeError as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    # -- Deployments -----------------------------------------------------------------------------
+
+    async def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
+        result = await self._call(
+            f"listing Deployments in {namespace}", self._apps.list_namespaced_deployment, namespace
+        )
+        serialised = self._api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
+        items: list[dict[str, Any]] = serialised.get("items", [])
+        return items
+
+    # -- Events ----------------------------------------------------------------------------------
+
+    async def post_event(self, ref: ObjectRef, *, type_: str, reason: str, message: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{ref.name}.{uuid.uuid4().hex[:16]}", namespace=ref.namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=ref.api_version,
+                kind=ref.kind,
+                name=ref.name,
+                namespace=ref.namespace,
+                uid=ref.uid,
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="opsync"),
+            reporting_component="opsync",
+            reporting_instance=os.environ.get("POD_NAME", "opsync"),
+        )
+        await self._call(
+            f"posting an Event on {ref.kind} {ref.namespace}/{ref.name}",
+            self._core.create_namespaced_event,
+            ref.namespace,
+            event,
+        )

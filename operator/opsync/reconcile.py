@@ -1,0 +1,264 @@
+"""The sync use case: item path → Connect → desired Secret → hash-gated write. No kopf here.
+
+One :class:`Reconciler` lives for the whole operator (in kopf's memo). It is
+called by the handlers for a OnePasswordItem or an annotated Deployment
+(:class:`Target`), and guarantees the safety rules:
+
+* nothing is written before everything was read: a Connect failure raises
+  before any write, so a Secret is never blanked, shrunk or deleted for it;
+* a Secret that exists without an ownerReference to the target is never
+  touched (``SecretConflict``);
+* a write happens only when data, type, labels or managed annotations differ;
+* a Secret's type is never changed (Kubernetes forbids it; ``TypeChangeRefused``).
+
+It keeps the last desired Secret of every target in memory, so a Secret that
+drifts (edited or deleted by hand) is restored at once without asking Connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from opsync import desired as desired_mod
+from opsync.connect import ConnectClient, FullItem
+from opsync.desired import DesiredSecret, Owner, SecretState
+from opsync.errors import (
+    BadRequest,
+    ConnectError,
+    ConnectTransientError,
+    Forbidden,
+    KubeError,
+    NotFound,
+    OpsyncError,
+    RateLimited,
+    SpecError,
+    Unauthorized,
+)
+from opsync.kube import KubeApi
+from opsync.mapping import MappedItem, Skipped, item_to_data
+from opsync.resolve import ItemPath, resolve
+
+logger = logging.getLogger(__name__)
+
+Action = Literal["created", "updated", "unchanged", "frozen"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to sync into which Secret, on behalf of which owner."""
+
+    owner: Owner
+    namespace: str
+    secret_name: str
+    item_path: str | None
+    secret_type: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.secret_name)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a successful sync did."""
+
+    action: Action
+    resolved_path: str
+    item_version: int
+    changed: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a sync failed, as status and Events show it."""
+
+    reason: str
+    message: str
+    retryable: bool
+
+
+def describe_failure(exc: BaseException, target: Target) -> Failure:
+    """A reason and a message that says what to fix; never a secret value."""
+    where = f"item path {target.item_path!r}"
+    if isinstance(exc, SpecError):
+        return Failure(exc.reason, str(exc), retryable=False)
+    if isinstance(exc, Unauthorized):
+        return Failure(
+            "Unauthorized",
+            f"Connect refused the token ({exc}); check OP_CONNECT_TOKEN and that it belongs to this Connect server",
+            retryable=True,
+        )
+    if isinstance(exc, Forbidden):
+        return Failure(
+            "Forbidden",
+            f"the Connect token has no read access to the vault of {where}: grant it, or use another vault",
+            True,
+        )
+    if isinstance(exc, NotFound):
+        return Failure(
+            "ItemNotFound", f"Connect has no such vault or item for {where} ({exc})", retryable=False
+        )
+    if isinstance(exc, RateLimited):
+        return Failure(
+            "RateLimited", f"Connect is rate limiting requests; will retry ({exc})", retryable=True
+        )
+    if isinstance(exc, ConnectTransientError):
+        return Failure(
+            "ConnectUnavailable", f"cannot reach 1Password Connect; will retry ({exc})", retryable=True
+        )
+    if isinstance(exc, BadRequest):
+        return Failure("ConnectError", f"Connect refused the request for {where} ({exc})", retryable=False)
+    if isinstance(exc, ConnectError):
+        return Failure("ConnectError", f"Connect failed for {where} ({exc})", retryable=True)
+    if isinstance(exc, KubeError):
+        return Failure("KubernetesError", str(exc), retryable=exc.retryable or exc.status is None)
+    if isinstance(exc, OpsyncError):
+        return Failure("Error", str(exc), retryable=exc.retryable)
+    return Failure("InternalError", f"unexpected {type(exc).__name__}; see the operator log", retryable=True)
+
+
+def _summarise_skipped(skipped: tuple[Skipped, ...]) -> str:
+    if not skipped:
+        return ""
+    names = ", ".join(f"{s.source} {s.name!r} ({s.reason})" for s in skipped[:5])
+    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return f"; not synced: {names}{more}"
+
+
+def success_message(target: Target, outcome: Outcome) -> str:
+    verb = {
+        "created": "created",
+        "updated": f"updated ({', '.join(outcome.changed)})",
+        "unchanged": "in sync",
+        "frozen": "left unchanged: the item is tagged operator.1password.io:ignore-secret",
+    }[outcome.action]
+    return (
+        f"Secret {target.secret_name} {verb} from item version {outcome.item_version}"
+        + _summarise_skipped(outcome.skipped)
+    )
+
+
+class Reconciler:
+    """Syncs targets; holds the Connect client, the Kubernetes API and the drift cache."""
+
+    def __init__(
+        self,
+        *,
+        connect: ConnectClient,
+        kube: KubeApi,
+        allow_empty_values: bool = False,
+        copy_annotations: bool = False,
+    ) -> None:
+        self.connect = connect
+        self.kube = kube
+        self.allow_empty_values = allow_empty_values
+        self.copy_annotations = copy_annotations
+        self._desired: dict[tuple[str, str], DesiredSecret] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        """One sync at a time per Secret (a handler, the poller and drift repair may race)."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def fetch(self, path: ItemPath) -> tuple[ItemPath, FullItem, dict[str, bytes]]:
+        resolved = await resolve(self.connect, path)
+        item, files = await self.connect.get_item_with_files(resolved.vault, resolved.item)
+        return resolved, item, {file_id: content.get_secret_value() for file_id, content in files.items()}
+
+    async def sync(self, target: Target) -> Outcome:
+        if not target.item_path:
+            raise SpecError(
+                "spec.itemPath is missing: set it to vaults/<vault>/items/<item>", reason="InvalidItemPath"
+            )
+        path = ItemPath.parse(target.item_path)
+        async with self.lock(target.key):
+            resolved, item, files = await self.fetch(path)
+            existing = await self.kube.read_secret(target.namespace, target.secret_name)
+            self._check_ownership(target, existing)
+            version = item.version or 0
+            if desired_mod.IGNORE_SECRET_TAG in (item.tags or []) and existing is not None:
+                return Outcome("frozen", str(resolved), version)
+            mapped = item_to_data(item, files, allow_empty_values=self.allow_empty_values)
+            wanted = self._desired_for(target, mapped, str(resolved), version)
+            return await self._apply(wanted, existing, str(resolved), version, mapped.skipped)
+
+    def _check_ownership(self, target: Target, existing: SecretState | None) -> None:
+        if existing is not None and not desired_mod.is_owned_by(existing, target.owner):
+            raise SpecError(
+                f"a Secret named {target.secret_name} already exists and is not managed by this "
+                f"{target.owner.kind}; opsync will not overwrite it. Delete or rename that Secret, "
+                "or sync into another name",
+                reason="SecretConflict",
+            )
+
+    def _desired_for(self, target: Target, mapped: MappedItem, resolved: str, version: int) -> DesiredSecret:
+        return desired_mod.build(
+            owner=target.owner,
+            namespace=target.namespace,
+            name=target.secret_name,
+            type_=target.secret_type,
+            data=mapped.data,
+            resolved_path=resolved,
+            item_version=version,
+            owner_labels=target.labels,
+            owner_annotations=target.annotations,
+            copy_annotations=self.copy_annotations,
+        )
+
+    async def _apply(
+        self,
+        wanted: DesiredSecret,
+        existing: SecretState | None,
+        resolved: str,
+        version: int,
+        skipped: tuple[Skipped, ...] = (),
+    ) -> Outcome:
+        if existing is None:
+            await self.kube.create_secret(wanted)
+            self._desired[(wanted.namespace, wanted.name)] = wanted
+            return Outcome("created", resolved, version, skipped=skipped)
+        if existing.type != wanted.type:
+            raise SpecError(
+                f"Secret {wanted.name} has type {existing.type} but the OnePasswordItem asks for {wanted.type}; "
+                "Kubernetes cannot change a Secret's type: delete the Secret and opsync recreates it",
+                reason="TypeChangeRefused",
+            )
+        changed = desired_mod.differences(existing, wanted)
+        if changed:
+            await self.kube.replace_secret(wanted, existing)
+        self._desired[(wanted.namespace, wanted.name)] = wanted
+        return Outcome("updated" if changed else "unchanged", resolved, version, tuple(changed), skipped)
+
+    async def restore(self, namespace: str, secret_name: str) -> Outcome | None:
+        """Put a drifted Secret back as last synced, without asking Connect; None if not known here."""
+        key = (namespace, secret_name)
+        wanted = self._desired.get(key)
+        if wanted is None:
+            return None
+        async with self.lock(key):
+            existing = await self.kube.read_secret(namespace, secret_name)
+            if existing is not None and not desired_mod.is_owned_by(existing, wanted.owner):
+                return None
+            version = int(wanted.annotations.get(desired_mod.ITEM_VERSION, "0"))
+            return await self._apply(wanted, existing, wanted.annotations[desired_mod.ITEM_PATH], version)
+
+    def owner_of(self, namespace: str, secret_name: str) -> Owner | None:
+        wanted = self._desired.get((namespace, secret_name))
+        return wanted.owner if wanted else None
+
+    async def delete(self, target: Target) -> bool:
+        """Delete the target's Secret if it is ours; True when something was deleted."""
+        async with self.lock(target.key):
+            self._desired.pop(target.key, None)
+            existing = await self.kube.read_secret(target.namespace, target.secret_name)
+            if existing is None or not desired_mod.is_owned_by(existing, target.owner):
+                return False
+            await self.kube.delete_secret(target.namespace, target.secret_name, uid=existing.uid)
+            return True

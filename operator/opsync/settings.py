@@ -1,0 +1,108 @@
+"""Operator settings: the official operator's names first, validated once at start-up.
+
+``WATCH_NAMESPACE``, ``POLLING_INTERVAL`` and ``AUTO_RESTART`` are read from the
+environment exactly as the official 1Password operator reads them, and
+``--enable-annotations`` / ``--allow-empty-values`` are its flags; opsync's own
+knobs are ``OPSYNC_*``. Settings are built explicitly by ``opsync run`` (never at
+import time) and reach the handlers through kopf's memo. An invalid value stops
+start-up with one :class:`~opsync.errors.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from opsync.errors import ConfigError
+
+_TRUE = {"1", "t", "true"}
+_FALSE = {"0", "f", "false"}
+
+
+def parse_bool(value: object) -> bool:
+    """Go's ``strconv.ParseBool`` on the lower-cased value, as the official operator does."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("must be true or false (or 1/0, t/f)")
+
+
+def _namespaces(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+GoBool = Annotated[bool, BeforeValidator(parse_bool)]
+
+
+class OperatorSettings(BaseSettings):
+    """Everything ``opsync run`` needs besides the Connect connection (see ConnectConfig)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPSYNC_",
+        frozen=True,
+        hide_input_in_errors=True,
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+    watch_namespaces: Annotated[list[str], NoDecode, BeforeValidator(_namespaces)] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("WATCH_NAMESPACE", "watch_namespaces"),
+        description="Namespaces to watch (comma list; empty: all). Globs such as 'team-*' work too.",
+    )
+    polling_interval: int = Field(
+        default=600,
+        gt=0,
+        le=86400,
+        validation_alias=AliasChoices("POLLING_INTERVAL", "polling_interval"),
+        description="Seconds between checks of each item against Connect.",
+    )
+    auto_restart: GoBool = Field(
+        default=False,
+        validation_alias=AliasChoices("AUTO_RESTART", "auto_restart"),
+        description="Restart workloads using a Secret when it changes (overridden by annotations).",
+    )
+    enable_annotations: GoBool = Field(default=False, description="Copy the CR's annotations to its Secret.")
+    allow_empty_values: GoBool = Field(default=False, description="Keep fields with empty values as keys.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    liveness_endpoint: str = Field(
+        default="http://0.0.0.0:8081/healthz", description="Where kopf serves the liveness probe ('' = off)."
+    )
+    peering_name: str = Field(default="opsync", description="kopf peering object: only one replica acts.")
+    standalone: GoBool = Field(default=False, description="Run without peering (one replica only).")
+    drift_resync_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="Debounce before a drifted Secret is restored."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def load(cls, **overrides: Any) -> OperatorSettings:
+        """Read the environment (and explicit overrides, e.g. from flags); one clear error if invalid."""
+        try:
+            return cls(**{key: value for key, value in overrides.items() if value is not None})
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                location = str(error["loc"][0]) if error["loc"] else ""
+                field = cls.model_fields.get(location)
+                alias = field.validation_alias if field else None
+                if field is None:  # already the environment name, e.g. AUTO_RESTART
+                    name = location
+                elif isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+                    name = alias.choices[0]
+                else:
+                    name = f"OPSYNC_{location.upper()}"
+                problems.append(f"{name}: {error['msg']}")
+            raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

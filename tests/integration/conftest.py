@@ -1,0 +1,300 @@
+"""Fixtures for operator tests: a real Connect server process and real operator processes.
+
+The operator runs as ``opsync run`` in a subprocess against the session's
+control plane and a ``opsync connect-server`` subprocess, exactly as a user
+runs them; its log goes to a file the tests can read (the canary test does).
+Each operator watches a namespace glob, so several can run side by side with
+different flags without acting on each other's objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client
+
+from opsync import crd
+from opsync.connect import ConnectClient, ConnectConfig
+from opsync.testing.controlplane import free_port
+from tests.conftest import Cluster
+
+T = TypeVar("T")
+
+VAULT = "Integration"
+OTHER_VAULT = "Other"
+LOCKED_VAULT_ID = "lockedvault000000000000001"
+
+DATA: dict[str, Any] = {
+    "vaults": [
+        {"name": VAULT, "description": "items the integration tests sync", "items": []},
+        {"name": OTHER_VAULT, "items": []},
+        {"id": LOCKED_VAULT_ID, "name": "Locked", "items": [{"title": "sealed", "category": "LOGIN"}]},
+    ]
+}
+
+
+@dataclass
+class ConnectProcess:
+    url: str
+    token: str
+    data_path: Path
+    process: subprocess.Popen[bytes]
+
+    def config(self, **overrides: Any) -> ConnectConfig:
+        return ConnectConfig(
+            host=self.url, token=self.token, backoff_initial=0.05, backoff_max=0.2, **overrides
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"process exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def start_connect(directory: Path, *, vaults: list[str] | None = None) -> ConnectProcess:
+    directory.mkdir(parents=True, exist_ok=True)
+    data_path = directory / "connect-data.yaml"
+    data_path.write_text(yaml.safe_dump(DATA))
+    opsync = [sys.executable, "-m", "opsync", "connect-server"]
+    port = free_port()
+    with (directory / "connect.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*opsync, "--data", str(data_path), "--port", str(port), "--quiet"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(f"{url}/heartbeat", process)
+    scope = [arg for vault in (vaults or [VAULT, OTHER_VAULT]) for arg in ("--vault", vault)]
+    token = subprocess.run(
+        [*opsync, "issue-token", "--data", str(data_path), *scope], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return ConnectProcess(url, token, data_path, process)
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectProcess]:
+    server = start_connect(tmp_path_factory.mktemp("connect"))
+    yield server
+    server.stop()
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    namespace_prefix: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_operator(
+    cluster: Cluster,
+    connect: ConnectProcess,
+    directory: Path,
+    *,
+    namespace_prefix: str,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> OperatorProcess:
+    directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / f"operator-{namespace_prefix}.log"
+    full_env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "OP_CONNECT_HOST": connect.url,
+        "OP_CONNECT_TOKEN": connect.token,
+        "WATCH_NAMESPACE": f"{namespace_prefix}*",
+        "POLLING_INTERVAL": "3600",
+        "OPSYNC_CONNECT_BACKOFF_INITIAL": "0.05",
+        "OPSYNC_CONNECT_BACKOFF_MAX": "0.2",
+        "OPSYNC_DRIFT_RESYNC_SECONDS": "0.2",
+        **(env or {}),
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "opsync",
+                "run",
+                "--standalone",
+                "--liveness",
+                "",
+                "--log-level",
+                "debug",
+                *args,
+            ],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    operator = OperatorProcess(process, log_path, namespace_prefix, env or {})
+    deadline = time.monotonic() + 30
+    try:
+        while "Initial authentication has finished" not in operator.logs():
+            assert process.poll() is None, f"operator exited:\n{operator.logs()[-3000:]}"
+            assert time.monotonic() < deadline, f"operator did not start:\n{operator.logs()[-3000:]}"
+            time.sleep(0.1)
+    except BaseException:
+        operator.stop()
+        raise
+    return operator
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster,
+    crds_installed: None,
+    connect_server: ConnectProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    process = start_operator(
+        cluster, connect_server, tmp_path_factory.mktemp("operator"), namespace_prefix="op-"
+    )
+    yield process
+    process.stop()
+
+
+def make_namespace(api_client: client.ApiClient, prefix: str) -> str:
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    client.CoreV1Api(api_client).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+@pytest.fixture
+def op_namespace(api_client: client.ApiClient, operator: OperatorProcess) -> Iterator[str]:
+    """A namespace watched by the session's operator."""
+    name = make_namespace(api_client, operator.namespace_prefix)
+    yield name
+    client.CoreV1Api(api_client).delete_namespace(name)
+
+
+@pytest.fixture
+async def connect(connect_server: ConnectProcess) -> AsyncIterator[ConnectClient]:
+    async with ConnectClient(connect_server.config()) as api:
+        yield api
+
+
+async def eventually(
+    check: Callable[[], T | None] | Callable[[], Awaitable[T | None]], timeout: float = 30.0
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail with the last error after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result  # type: ignore[return-value]
+        except (AssertionError, client.ApiException) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s") from last
+        await asyncio.sleep(0.2)
+
+
+class Kube:
+    """Small helpers over the kubernetes client for the tests."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    def create_item(self, namespace: str, name: str, item_path: str | None, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": name}}
+        if item_path is not None:
+            body["spec"] = {"itemPath": item_path}
+        for key, value in extra.items():
+            if key in ("labels", "annotations"):
+                body["metadata"][key] = value
+            else:
+                body[key] = value
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            crd.GROUP, crd.VERSION, namespace, crd.PLURAL, body
+        )
+        return result
+
+    def item(self, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            crd.GROUP, crd.VERSION, namespace, crd.PLURAL, name
+        )
+        return result
+
+    def patch_item(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(crd.GROUP, crd.VERSION, namespace, crd.PLURAL, name, patch)
+
+    def delete_item(self, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(crd.GROUP, crd.VERSION, namespace, crd.PLURAL, name)
+
+    def ready(self, namespace: str, name: str) -> dict[str, Any] | None:
+        for condition in (self.item(namespace, name).get("status") or {}).get("conditions") or []:
+            if condition["type"] == "Ready":
+                return dict(condition)
+        return None
+
+    def secret(self, namespace: str, name: str) -> client.V1Secret | None:
+        try:
+            return self.core.read_namespaced_secret(name, namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        import base64
+
+        secret = self.secret(namespace, name)
+        if secret is None:
+            return None
+        return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+
+    def events(self, namespace: str, name: str) -> list[client.CoreV1Event]:
+        events = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name}"
+        ).items
+        return list(events)
+
+
+@pytest.fixture
+def kube(api_client: client.ApiClient) -> Kube:
+    return Kube(api_client)
