@@ -213,10 +213,10 @@ async def connect(connect_server: ConnectProcess) -> AsyncIterator[ConnectClient
 
 
 async def eventually(
-    check: Callable[[], T | None] | Callable[[], Awaitable[T | None]], timeout: float = 30.0
+    check: Callable[[], T | None] | Callable[[], Awaitable[T | None]], within: float = 30.0
 ) -> T:
-    """Poll ``check`` until it returns something truthy; fail with the last error after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``check`` until it returns something truthy; fail with the last error after ``within`` s."""
+    deadline = time.monotonic() + within
     last: BaseException | None = None
     while True:
         try:
@@ -228,7 +228,7 @@ async def eventually(
         except (AssertionError, client.ApiException) as exc:
             last = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s") from last
+            raise AssertionError(f"condition not met within {within}s") from last
         await asyncio.sleep(0.2)
 
 

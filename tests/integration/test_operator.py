@@ -87,10 +87,10 @@ async def test_drift_is_repaired_after_edit_and_delete(
     kube.core.patch_namespaced_secret(
         "drift", op_namespace, {"data": {"token": base64.b64encode(b"tampered").decode(), "extra": "eA=="}}
     )
-    await eventually(lambda: kube.secret_data(op_namespace, "drift") == {"token": b"abc"}, timeout=10)
+    await eventually(lambda: kube.secret_data(op_namespace, "drift") == {"token": b"abc"}, within=10)
 
     kube.core.delete_namespaced_secret("drift", op_namespace)
-    await eventually(lambda: kube.secret_data(op_namespace, "drift") == {"token": b"abc"}, timeout=10)
+    await eventually(lambda: kube.secret_data(op_namespace, "drift") == {"token": b"abc"}, within=10)
     await eventually(lambda: [e for e in kube.events(op_namespace, "drift") if e.reason == "DriftRepaired"])
 
 
