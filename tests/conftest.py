@@ -65,8 +65,12 @@ def api_client(cluster: Cluster) -> Iterator[client.ApiClient]:
 def crds_installed(api_client: client.ApiClient) -> None:
     """Apply every CRD in crds/ and wait until the API server serves it."""
     ext = client.ApiextensionsV1Api(api_client)
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
+    bodies = [
+        body
+        for path in sorted((REPO / "crds").glob("*.yaml"))
+        for body in yaml.safe_load_all(path.read_text())
+    ]
+    for body in bodies:
         name = body["metadata"]["name"]
         try:
             existing = ext.read_custom_resource_definition(name)
