@@ -24,12 +24,7 @@ from opsync.connect import (
 )
 from opsync.connectserver import ConnectServer, ServerOptions
 from opsync.errors import NotFound, PayloadTooLarge
-
-
-def oid(stem: str) -> str:
-    """A 26-character id of [a-z0-9] starting with ``stem``."""
-    return (stem + "0" * 26)[:25] + "1"
-
+from tests.connect.ids import oid
 
 MAIN = oid("mainvault")
 OTHER = oid("othervault")

@@ -26,11 +26,7 @@ from opsync.errors import (
     RateLimited,
     ServerError,
 )
-
-
-def oid(stem: str) -> str:
-    return (stem + "0" * 26)[:25] + "1"
-
+from tests.connect.ids import oid
 
 VAULT = oid("retryvault")
 ITEM = oid("retryitem")

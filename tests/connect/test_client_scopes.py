@@ -12,11 +12,7 @@ from pydantic import SecretStr
 from opsync.connect import ConnectClient, ConnectConfig, Field, FullItem, ItemCategory, PatchOperation
 from opsync.connectserver import ConnectServer, ServerOptions
 from opsync.errors import ConnectRequestError, Forbidden, Unauthorized
-
-
-def oid(stem: str) -> str:
-    return (stem + "0" * 26)[:25] + "1"
-
+from tests.connect.ids import oid
 
 TEAM = oid("teamvault")
 OPS = oid("opsvault")

@@ -25,6 +25,7 @@ from opsync.connect import (
 )
 from opsync.connectserver import ConnectServer
 from opsync.errors import BadRequest, ConnectError, ConnectUnavailable, NotFound, ServerError
+from tests.connect.ids import oid
 
 CANARY = f"canary-value-{uuid.uuid4().hex}"
 NEW_CANARY = f"canary-new-{uuid.uuid4().hex}"
@@ -38,10 +39,6 @@ FORBIDDEN = (
     FILE_CANARY.decode().split("\n")[1],
     base64.b64encode(FILE_CANARY).decode(),
 )
-
-
-def oid(stem: str) -> str:
-    return (stem + "0" * 26)[:25] + "1"
 
 
 VAULT = oid("canaryvault")
