@@ -45,8 +45,10 @@ unit: $(INSTALLED) ## fast tests only (no control plane)
 test: bins lint typecheck check-crds ## everything CI runs: lint, types, CRD drift, the whole pytest suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-run: bins ## start a local control plane (the embedded default) and show how to use it
-	$(BIN)/opsync controlplane up
+# With KUBECONFIG and OP_CONNECT_HOST both set: the operator against that cluster and Connect.
+# Otherwise: the demo (local control plane + local Connect server + operator + examples/).
+run: bins ## run the operator (KUBECONFIG + OP_CONNECT_HOST set), else the local demo; Ctrl-C stops
+	$(if $(and $(KUBECONFIG),$(OP_CONNECT_HOST)),$(BIN)/opsync run,$(BIN)/opsync demo)
 
 clean: ## remove the virtualenv and caches (not the binary cache in ~/.cache/opsync)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
