@@ -24,7 +24,9 @@ LAST_RESTARTED = "operator.1password.io/last-restarted"
 IGNORE_SECRET_TAG = "operator.1password.io:ignore-secret"  # noqa: S105 - a tag name, not a secret
 FINALIZER = "onepassword.com/finalizer.secret"
 MANAGED_LABEL = "opsync.io/managed"
+COPIED_ANNOTATIONS = "opsync.io/copied-annotations"
 OPSYNC_PREFIX = "opsync.io/"
+DEPLOYMENT_KIND = "Deployment"
 
 # Annotations of the CR that are never copied to the Secret, even with --enable-annotations.
 _NOT_COPIED_PREFIXES = (
@@ -61,6 +63,7 @@ class SecretState:
     owner_uids: frozenset[str] = frozenset()
     resource_version: str | None = None
     uid: str | None = None
+    owner_references: tuple[Owner, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,16 @@ class DesiredSecret:
     owner: Owner
 
     def merged_annotations(self, existing: SecretState | None) -> dict[str, str]:
-        """Ours on top of the existing ones; stale 1Password annotations are dropped."""
+        """Ours on top of the existing ones; stale 1Password annotations, and annotations copied
+        from the owner earlier (listed in ``opsync.io/copied-annotations``), are dropped."""
+        previous = existing.annotations if existing else {}
+        copied_before = set(previous.get(COPIED_ANNOTATIONS, "").split(","))
         kept = {
             key: value
-            for key, value in (existing.annotations if existing else {}).items()
+            for key, value in previous.items()
             if not key.startswith(ANNOTATION_PREFIX)
+            and key not in copied_before
+            and key != COPIED_ANNOTATIONS
         }
         return {**kept, **self.annotations}
 
@@ -111,6 +119,9 @@ def build(
             for key, value in owner_annotations.items()
             if not key.startswith(_NOT_COPIED_PREFIXES) and not key.startswith(ANNOTATION_PREFIX)
         )
+        if annotations:
+            # Remembered on the Secret, so an annotation removed from the owner is removed too.
+            annotations[COPIED_ANNOTATIONS] = ",".join(sorted(annotations))
     if AUTO_RESTART in owner_annotations:
         annotations[AUTO_RESTART] = owner_annotations[AUTO_RESTART]
     annotations[ITEM_PATH] = resolved_path
@@ -121,6 +132,25 @@ def build(
 
 def is_owned_by(existing: SecretState, owner: Owner) -> bool:
     return owner.uid in existing.owner_uids
+
+
+def is_shared_with(existing: SecretState, owner: Owner) -> bool:
+    """Whether ``owner`` may join the owners of ``existing``: several annotated Deployments may
+    name the same Secret (as with the official operator), so a 1Password Secret that another
+    Deployment owns is shared; a OnePasswordItem never shares."""
+    return (
+        owner.kind == DEPLOYMENT_KIND
+        and ITEM_PATH in existing.annotations
+        and any(ref.kind == DEPLOYMENT_KIND for ref in existing.owner_references)
+    )
+
+
+def owner_references(owner: Owner, existing: SecretState | None) -> list[dict[str, str]]:
+    """The Secret's ownerReferences: any others it already has, then ``owner``'s."""
+    kept = [
+        ref.reference() for ref in (existing.owner_references if existing else ()) if ref.uid != owner.uid
+    ]
+    return [*kept, owner.reference()]
 
 
 def differences(existing: SecretState, desired: DesiredSecret) -> list[str]:

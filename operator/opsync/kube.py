@@ -22,7 +22,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from opsync import crd
-from opsync.desired import DesiredSecret, SecretState
+from opsync.desired import DesiredSecret, Owner, SecretState, owner_references
 from opsync.errors import KubeError
 from opsync.mapping import SecretData
 
@@ -69,11 +69,14 @@ def _state(secret: client.V1Secret) -> SecretState:
         owner_uids=frozenset(ref.uid for ref in meta.owner_references or []),
         resource_version=meta.resource_version,
         uid=meta.uid,
+        owner_references=tuple(
+            Owner(ref.api_version, ref.kind, ref.name, ref.uid) for ref in meta.owner_references or []
+        ),
     )
 
 
 def _body(desired: DesiredSecret, existing: SecretState | None) -> dict[str, Any]:
-    references = [desired.owner.reference()]
+    references = owner_references(desired.owner, existing)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -141,6 +144,27 @@ class KubeApi:
             desired.name,
             desired.namespace,
             _body(desired, existing),
+        )
+
+    async def set_owner_references(self, existing: SecretState, references: list[Owner]) -> None:
+        """Replace the Secret's ownerReferences, guarded by the resourceVersion read.
+
+        A JSON patch (a list body): a strategic merge patch would merge the list by uid and
+        keep the references meant to go."""
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": existing.resource_version},
+            {
+                "op": "replace",
+                "path": "/metadata/ownerReferences",
+                "value": [r.reference() for r in references],
+            },
+        ]
+        await self._call(
+            f"updating the owners of Secret {existing.namespace}/{existing.name}",
+            self._core.patch_namespaced_secret,
+            existing.name,
+            existing.namespace,
+            patch,
         )
 
     async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:

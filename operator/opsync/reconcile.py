@@ -7,7 +7,8 @@ called by the handlers for a OnePasswordItem or an annotated Deployment
 * nothing is written before everything was read: a Connect failure raises
   before any write, so a Secret is never blanked, shrunk or deleted for it;
 * a Secret that exists without an ownerReference to the target is never
-  touched (``SecretConflict``);
+  touched (``SecretConflict``), except that annotated Deployments naming the
+  same Secret share it, as with the official operator;
 * a write happens only when data, type, labels or managed annotations differ;
 * a Secret's type is never changed (Kubernetes forbids it; ``TypeChangeRefused``).
 
@@ -41,6 +42,7 @@ from opsync.errors import (
 from opsync.kube import KubeApi
 from opsync.mapping import MappedItem, Skipped, item_to_data
 from opsync.resolve import ItemPath, resolve
+from opsync.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +147,21 @@ def success_message(target: Target, outcome: Outcome) -> str:
     )
 
 
+def _check_auto_restart(target: Target) -> None:
+    """The official operator refuses to sync when the owner's auto-restart value is not a bool."""
+    value = target.annotations.get(desired_mod.AUTO_RESTART)
+    if value is None:
+        return
+    try:
+        parse_bool(value)
+    except ValueError:
+        raise SpecError(
+            f"annotation {desired_mod.AUTO_RESTART} is {value!r}; it must be true or false "
+            f"(or 1/0, t/f) on the {target.owner.kind}",
+            reason="InvalidAnnotation",
+        ) from None
+
+
 class Reconciler:
     """Syncs targets; holds the Connect client, the Kubernetes API and the drift cache."""
 
@@ -178,6 +195,7 @@ class Reconciler:
                 "spec.itemPath is missing: set it to vaults/<vault>/items/<item>", reason="InvalidItemPath"
             )
         path = ItemPath.parse(target.item_path)
+        _check_auto_restart(target)
         async with self.lock(target.key):
             resolved, item, files = await self.fetch(path)
             existing = await self.kube.read_secret(target.namespace, target.secret_name)
@@ -190,7 +208,11 @@ class Reconciler:
             return await self._apply(wanted, existing, str(resolved), version, mapped.skipped)
 
     def _check_ownership(self, target: Target, existing: SecretState | None) -> None:
-        if existing is not None and not desired_mod.is_owned_by(existing, target.owner):
+        if (
+            existing is not None
+            and not desired_mod.is_owned_by(existing, target.owner)
+            and not desired_mod.is_shared_with(existing, target.owner)
+        ):
             raise SpecError(
                 f"a Secret named {target.secret_name} already exists and is not managed by this "
                 f"{target.owner.kind}; opsync will not overwrite it. Delete or rename that Secret, "
@@ -225,6 +247,9 @@ class Reconciler:
             self._desired[(wanted.namespace, wanted.name)] = wanted
             return Outcome("created", resolved, version, skipped=skipped)
         if existing.type != wanted.type:
+            # Remember what the spec wants: once the Secret is deleted, as the message says,
+            # drift repair recreates it with the new type instead of the old one.
+            self._desired[(wanted.namespace, wanted.name)] = wanted
             raise SpecError(
                 f"Secret {wanted.name} has type {existing.type} but the OnePasswordItem asks for {wanted.type}; "
                 "Kubernetes cannot change a Secret's type: delete the Secret and opsync recreates it",
@@ -239,10 +264,11 @@ class Reconciler:
     async def restore(self, namespace: str, secret_name: str) -> Outcome | None:
         """Put a drifted Secret back as last synced, without asking Connect; None if not known here."""
         key = (namespace, secret_name)
-        wanted = self._desired.get(key)
-        if wanted is None:
-            return None
         async with self.lock(key):
+            # Read under the lock: a sync that held it may have just replaced the desired Secret.
+            wanted = self._desired.get(key)
+            if wanted is None:
+                return None
             existing = await self.kube.read_secret(namespace, secret_name)
             if existing is not None and not desired_mod.is_owned_by(existing, wanted.owner):
                 return None
@@ -252,6 +278,20 @@ class Reconciler:
     def owner_of(self, namespace: str, secret_name: str) -> Owner | None:
         wanted = self._desired.get((namespace, secret_name))
         return wanted.owner if wanted else None
+
+    async def release(self, target: Target) -> bool:
+        """Keep the target's Secret (others use it) but drop the target from its owners, so that
+        Kubernetes' garbage collector does not delete it with the target; True when it did."""
+        async with self.lock(target.key):
+            cached = self._desired.get(target.key)
+            if cached is not None and cached.owner == target.owner:
+                self._desired.pop(target.key)
+            existing = await self.kube.read_secret(target.namespace, target.secret_name)
+            if existing is None or not desired_mod.is_owned_by(existing, target.owner):
+                return False
+            others = [ref for ref in existing.owner_references if ref.uid != target.owner.uid]
+            await self.kube.set_owner_references(existing, others)
+            return True
 
     async def delete(self, target: Target) -> bool:
         """Delete the target's Secret if it is ours; True when something was deleted."""

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 
 from opsync import crd
 from opsync.connect import ConnectClient, ConnectConfig
@@ -76,10 +76,13 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20) 
     raise TimeoutError(url)
 
 
-def start_connect(directory: Path, *, vaults: list[str] | None = None) -> ConnectProcess:
+def start_connect(
+    directory: Path, *, vaults: list[str] | None = None, data: dict[str, Any] | None = None
+) -> ConnectProcess:
+    """A Connect server on ``data`` (default: :data:`DATA`), with a token for ``vaults``."""
     directory.mkdir(parents=True, exist_ok=True)
     data_path = directory / "connect-data.yaml"
-    data_path.write_text(yaml.safe_dump(DATA))
+    data_path.write_text(yaml.safe_dump(DATA if data is None else data))
     opsync = [sys.executable, "-m", "opsync", "connect-server"]
     port = free_port()
     with (directory / "connect.log").open("wb") as log:
@@ -166,16 +169,46 @@ def start_operator(
             stderr=subprocess.STDOUT,
         )
     operator = OperatorProcess(process, log_path, namespace_prefix, env or {})
-    deadline = time.monotonic() + 30
     try:
-        while "Initial authentication has finished" not in operator.logs():
-            assert process.poll() is None, f"operator exited:\n{operator.logs()[-3000:]}"
-            assert time.monotonic() < deadline, f"operator did not start:\n{operator.logs()[-3000:]}"
-            time.sleep(0.1)
+        _wait_log(operator, "Starting the watch-stream for namespaces.v1 cluster-wide")
+        _wait_watching_new_namespaces(cluster, operator)
     except BaseException:
         operator.stop()
         raise
     return operator
+
+
+def _wait_log(operator: OperatorProcess, line: str, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while line not in operator.logs():
+        assert operator.process.poll() is None, f"operator exited:\n{operator.logs()[-3000:]}"
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _wait_watching_new_namespaces(cluster: Cluster, operator: OperatorProcess) -> None:
+    """Return once a namespace created now is noticed by the operator.
+
+    kopf lists namespaces once, then starts a watch that lists them again and ignores that
+    second listing, so a namespace created between the two is not watched until it changes.
+    A probe namespace created after the first listing shows when the watch is live: its
+    resources get watched; a probe lost in that window is replaced by another.
+    """
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api)
+    try:
+        for _attempt in range(10):
+            probe = make_namespace(api, f"{operator.namespace_prefix}probe-")
+            try:
+                if _wait_log(operator, f"onepassworditems.v1.onepassword.com in {probe!r}", timeout=3):
+                    return
+            finally:
+                core.delete_namespace(probe)
+        raise AssertionError(f"operator never noticed a new namespace:\n{operator.logs()[-3000:]}")
+    finally:
+        api.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@
 * Secrets labelled ``opsync.io/managed``: any edit or deletion is repaired from
   the last synced state within seconds, without asking Connect.
 * Deployments annotated ``operator.1password.io/item-path`` + ``item-name``:
-  the official operator's annotation mode.
+  the official operator's annotation mode (polled like items). Deleting one
+  deletes its Secret unless another Deployment uses it (then it only stops
+  owning it); several annotated Deployments may share one Secret.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import kopf
 
 from opsync import crd, desired
 from opsync.connect import ConnectClient, ConnectConfig
+from opsync.errors import KubeError
 from opsync.handlers import reporting
 from opsync.kube import KubeApi, load_api_client
 from opsync.mapping import sanitize_secret_name
@@ -60,6 +63,29 @@ def deployment_annotations(body: Mapping[str, Any]) -> dict[str, str]:
         if desired.ITEM_PATH in found:
             return {k: v for k, v in found.items() if k.startswith(desired.ANNOTATION_PREFIX)}
     return {}
+
+
+def uses_secret(body: Mapping[str, Any], secret_name: str) -> bool:
+    """Whether a Deployment names the Secret in item-name, or its pods use it (env, envFrom,
+    a secret volume or a projected one); the official operator's test, without its bug of
+    stopping at the first volume that is not a Secret."""
+    if sanitize_secret_name(deployment_annotations(body).get(desired.ITEM_NAME, "")) == secret_name:
+        return True
+    pod = body.get("spec", {}).get("template", {}).get("spec") or {}
+    for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+        for env in container.get("env") or []:
+            if ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") == secret_name:
+                return True
+        for source in container.get("envFrom") or []:
+            if (source.get("secretRef") or {}).get("name") == secret_name:
+                return True
+    for volume in pod.get("volumes") or []:
+        if (volume.get("secret") or {}).get("secretName") == secret_name:
+            return True
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get("secret") or {}).get("name") == secret_name:
+                return True
+    return False
 
 
 def is_annotated_deployment(body: Mapping[str, Any], **_: Any) -> bool:
@@ -194,6 +220,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
                     reason="DriftRepaired",
                     message=f"Secret {name} was {type.lower()} outside opsync; restored it ({', '.join(outcome.changed) or 'recreated'})",
                 )
+                if owner.kind == crd.KIND:
+                    await _resync_if_failing(reconciler, namespace, owner)
 
     # -- Deployment annotation mode --------------------------------------------------------------
 
@@ -222,6 +250,25 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             return
         await sync_and_report(reconciler, target, body=None, retry=retry)
 
+    @kopf.daemon(
+        *_DEPLOYMENTS,
+        when=is_annotated_deployment,
+        registry=registry,
+        cancellation_timeout=5.0,
+        initial_delay=config.polling_interval,
+    )
+    async def poll_deployment(
+        stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> None:
+        # The official poller refreshes annotation-mode Secrets too, not only those of items.
+        reconciler: Reconciler = memo.reconciler
+        while not stopped:
+            target = deployment_target(body)
+            if target is not None:
+                with contextlib.suppress(kopf.TemporaryError):  # Events say why; the next poll retries
+                    await sync_and_report(reconciler, target, body=None)
+            await stopped.wait(config.polling_interval)
+
     @kopf.on.delete(*_DEPLOYMENTS, when=is_annotated_deployment, registry=registry)
     async def delete_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler = memo.reconciler
@@ -231,14 +278,36 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         others = [
             d
             for d in await reconciler.kube.list_deployments(target.namespace)
-            if d["metadata"]["uid"] != target.owner.uid
-            and sanitize_secret_name(deployment_annotations(d).get(desired.ITEM_NAME, ""))
-            == target.secret_name
+            if d["metadata"]["uid"] != target.owner.uid and uses_secret(d, target.secret_name)
         ]
         if not others:
             await reconciler.delete(target)
+        elif await reconciler.release(target):
+            logger.info(
+                "kept Secret %s/%s: Deployment %s uses it",
+                target.namespace,
+                target.secret_name,
+                others[0]["metadata"]["name"],
+            )
 
     return registry
+
+
+async def _resync_if_failing(reconciler: Reconciler, namespace: str, owner: desired.Owner) -> None:
+    """After a drift repair, re-sync a OnePasswordItem that is not Ready (e.g. TypeChangeRefused,
+    which deleting the Secret resolves), so its status does not keep reporting a fixed problem."""
+    try:
+        body = await reconciler.kube.read_item(namespace, owner.name)
+    except KubeError as exc:
+        logger.warning("could not read OnePasswordItem %s/%s: %s", namespace, owner.name, exc)
+        return
+    if body is None or body.get("metadata", {}).get("uid") != owner.uid:
+        return
+    condition = reporting.ready_condition(body.get("status"))
+    if condition is not None and condition.get("status") == "True":
+        return
+    with contextlib.suppress(kopf.TemporaryError):  # status says why; kopf's own retries go on
+        await sync_and_report(reconciler, item_target(body), body=body)
 
 
 def _placeholder(namespace: str, name: str) -> Target:

@@ -1,0 +1,125 @@
+"""Connect goes away: the Secret is left exactly as it was, status and an Event say why.
+
+This module runs its own Connect server and operator (watching ``opd-*``), so killing that
+Connect server disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from kubernetes import client
+
+from opsync.connect import ConnectClient
+from tests.conftest import Cluster
+from tests.integration.conftest import (
+    VAULT,
+    ConnectProcess,
+    Kube,
+    _wait_http,
+    eventually,
+    make_namespace,
+    start_connect,
+    start_operator,
+)
+from tests.integration.test_operator import new_item, secret_ready
+
+PREFIX = "opd-"
+
+
+def restart(stopped: ConnectProcess) -> ConnectProcess:
+    """Start Connect again on the same port and data file (tokens stay valid: the key is in it)."""
+    port = stopped.url.rsplit(":", 1)[1]
+    log = (stopped.data_path.parent / "connect-restarted.log").open("wb")
+    with log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "opsync",
+                "connect-server",
+                "--data",
+                str(stopped.data_path),
+                "--port",
+                port,
+                "--quiet",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    restarted = ConnectProcess(stopped.url, stopped.token, stopped.data_path, process)
+    try:
+        _wait_http(f"{stopped.url}/heartbeat", process)
+    except BaseException:
+        restarted.stop()
+        raise
+    return restarted
+
+
+async def test_connect_down_leaves_the_secret_unchanged_and_says_why(
+    cluster: Cluster,
+    crds_installed: None,
+    api_client: client.ApiClient,
+    kube: Kube,
+    tmp_path: Path,
+) -> None:
+    connect_process = start_connect(tmp_path / "connect")
+    operator = None
+    namespace = None
+    try:
+        operator = start_operator(cluster, connect_process, tmp_path / "operator", namespace_prefix=PREFIX)
+        namespace = make_namespace(api_client, PREFIX)
+        async with ConnectClient(connect_process.config()) as connect:
+            item = await new_item(connect, user="app", password="before-the-outage")
+        kube.create_item(namespace, "outage", f"vaults/{VAULT}/items/{item.title}", labels={"v": "1"})
+        await eventually(lambda: secret_ready(kube, namespace, "outage"))
+        before = kube.secret(namespace, "outage")
+        assert before is not None
+
+        connect_process.stop()
+        kube.patch_item(namespace, "outage", {"metadata": {"labels": {"v": "2"}}})
+
+        def not_ready() -> dict[str, str] | None:
+            condition = kube.ready(namespace, "outage")
+            return condition if condition and condition["status"] == "False" else None
+
+        condition = await eventually(not_ready)
+        assert condition["reason"] == "ConnectUnavailable"
+        assert "cannot reach 1Password Connect" in condition["message"]
+        events = await eventually(
+            lambda: [e for e in kube.events(namespace, "outage") if e.reason == "ConnectUnavailable"]
+        )
+        assert events[0].type == "Warning"
+
+        after = kube.secret(namespace, "outage")
+        assert after is not None
+        assert after.metadata.resource_version == before.metadata.resource_version
+        assert after.data == before.data and after.metadata.labels == before.metadata.labels
+        assert operator.process.poll() is None, "the operator exited when Connect went away"
+
+        # Drift repair needs no Connect: a Secret deleted during the outage comes back as it was.
+        kube.core.delete_namespaced_secret("outage", namespace)
+        await eventually(
+            lambda: (
+                kube.secret_data(namespace, "outage") == {"user": b"app", "password": b"before-the-outage"}
+            )
+        )
+        assert operator.process.poll() is None
+
+        # Connect comes back (same address, same data): the retry applies the change, Ready again.
+        connect_process = restart(connect_process)
+        await eventually(lambda: secret_ready(kube, namespace, "outage"), within=60)
+
+        def relabelled() -> bool:
+            secret = kube.secret(namespace, "outage")
+            return secret is not None and secret.metadata.labels.get("v") == "2"
+
+        await eventually(relabelled)
+    finally:
+        if namespace is not None:
+            client.CoreV1Api(api_client).delete_namespace(namespace)
+        if operator is not None:
+            operator.stop()
+        connect_process.stop()

@@ -1,0 +1,235 @@
+"""Status and Events for sync results: transitions, no write when nothing changed, retry backoff."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import pytest
+
+from opsync import crd
+from opsync.desired import Owner
+from opsync.handlers import reporting
+from opsync.kube import ObjectRef
+from opsync.reconcile import Failure, Outcome, Target
+
+T0 = "2026-01-01T00:00:00Z"
+T1 = "2026-01-01T00:05:00Z"
+TARGET = Target(Owner(crd.API_VERSION, crd.KIND, "db", "uid-db"), "ns", "db", "vaults/v/items/i")
+OUTCOME = Outcome("created", "vaults/vid/items/iid", 3)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """reporting.now() returns the last element; append to move the clock."""
+    times = [T0]
+    monkeypatch.setattr(reporting, "now", lambda: times[-1])
+    return times
+
+
+def ready_status(**overrides: Any) -> dict[str, Any]:
+    status = reporting.new_status(
+        None, ready=True, reason="Synced", message="ok", generation=1, outcome=OUTCOME
+    )
+    assert status is not None
+    status.update(overrides)
+    return status
+
+
+# -- new_status ----------------------------------------------------------------------------------
+
+
+def test_a_first_status_has_the_condition_and_the_resolved_item(clock: list[str]) -> None:
+    status = reporting.new_status(
+        None, ready=True, reason="Synced", message="ok", generation=1, outcome=OUTCOME
+    )
+    assert status == {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Synced",
+                "message": "ok",
+                "lastTransitionTime": T0,
+                "observedGeneration": 1,
+            }
+        ],
+        "observedGeneration": 1,
+        "itemPath": "vaults/vid/items/iid",
+        "itemVersion": 3,
+        "lastSyncTime": T0,
+    }
+
+
+def test_nothing_is_written_when_only_the_clock_would_change(clock: list[str]) -> None:
+    current = ready_status()
+    clock.append(T1)
+    assert (
+        reporting.new_status(
+            current, ready=True, reason="Synced", message="ok", generation=1, outcome=OUTCOME
+        )
+        is None
+    )
+
+
+def test_the_transition_time_stays_while_the_status_stays(clock: list[str]) -> None:
+    current = ready_status()
+    clock.append(T1)
+    status = reporting.new_status(
+        current, ready=True, reason="Synced", message="updated", generation=2, outcome=OUTCOME
+    )
+    assert status is not None
+    (condition,) = status["conditions"]
+    assert condition["lastTransitionTime"] == T0
+    assert (condition["message"], condition["observedGeneration"], status["lastSyncTime"]) == (
+        "updated",
+        2,
+        T1,
+    )
+
+
+def test_the_transition_time_moves_when_the_status_flips(clock: list[str]) -> None:
+    current = ready_status()
+    clock.append(T1)
+    failed = reporting.new_status(current, ready=False, reason="ItemNotFound", message="no", generation=1)
+    assert failed is not None
+    (condition,) = failed["conditions"]
+    assert (condition["status"], condition["reason"], condition["lastTransitionTime"]) == (
+        "False",
+        "ItemNotFound",
+        T1,
+    )
+    # A failure keeps the last synced item in the status: the Secret still holds that version.
+    assert (failed["itemPath"], failed["itemVersion"]) == ("vaults/vid/items/iid", 3)
+
+
+def test_a_new_failure_reason_keeps_the_false_since_time(clock: list[str]) -> None:
+    failed = reporting.new_status(
+        None, ready=False, reason="ConnectUnavailable", message="down", generation=1
+    )
+    clock.append(T1)
+    other = reporting.new_status(failed, ready=False, reason="Forbidden", message="no", generation=1)
+    assert other is not None
+    assert other["conditions"][0]["lastTransitionTime"] == T0
+    assert other["conditions"][0]["reason"] == "Forbidden"
+
+
+def test_a_condition_without_transition_time_gets_one(clock: list[str]) -> None:
+    current = {"conditions": [{"type": "Ready", "status": "True"}]}
+    status = reporting.new_status(current, ready=True, reason="Synced", message="ok", generation=1)
+    assert status is not None and status["conditions"][0]["lastTransitionTime"] == T0
+
+
+def test_an_official_operator_status_is_taken_over(clock: list[str]) -> None:
+    official = {"conditions": [{"type": "Ready", "status": "True", "message": "", "lastTransitionTime": T0}]}
+    clock.append(T1)
+    status = reporting.new_status(
+        official, ready=True, reason="Synced", message="ok", generation=4, outcome=OUTCOME
+    )
+    assert status is not None
+    assert status["conditions"][0]["lastTransitionTime"] == T0
+    assert len(status["conditions"]) == 1
+
+
+# -- retry_delay ---------------------------------------------------------------------------------
+
+
+def test_retry_delay_doubles_from_five_seconds_up_to_five_minutes() -> None:
+    assert [reporting.retry_delay(n) for n in range(8)] == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert reporting.retry_delay(10_000) == reporting.MAX_RETRY_DELAY == 300
+
+
+# -- report_success / report_failure -------------------------------------------------------------
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+        self.patches: list[Mapping[str, Any]] = []
+
+    async def post_event(self, ref: ObjectRef, *, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    async def patch_item_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.patches.append(status)
+
+
+def body(status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "db", "namespace": "ns", "uid": "uid-db", "generation": generation},
+        "status": status,
+    }
+
+
+async def test_a_created_secret_posts_an_event_and_writes_the_status(clock: list[str]) -> None:
+    kube = FakeKube()
+    await reporting.report_success(kube, TARGET, OUTCOME, body=body())  # type: ignore[arg-type]
+    assert [(t, r) for t, r, _ in kube.events] == [("Normal", "SecretSynced")]
+    (status,) = kube.patches
+    assert status["conditions"][0]["status"] == "True"
+
+
+async def test_an_unchanged_sync_writes_nothing_and_posts_nothing(clock: list[str]) -> None:
+    kube = FakeKube()
+    unchanged = Outcome("unchanged", OUTCOME.resolved_path, OUTCOME.item_version)
+    message = f"Secret db in sync from item version {OUTCOME.item_version}"
+    current = reporting.new_status(
+        None, ready=True, reason="Synced", message=message, generation=1, outcome=unchanged
+    )
+    clock.append(T1)
+    await reporting.report_success(kube, TARGET, unchanged, body=body(current))  # type: ignore[arg-type]
+    assert kube.events == [] and kube.patches == []
+
+
+async def test_recovering_posts_a_synced_event(clock: list[str]) -> None:
+    kube = FakeKube()
+    failed = reporting.new_status(
+        None, ready=False, reason="ConnectUnavailable", message="down", generation=1
+    )
+    await reporting.report_success(
+        kube,
+        TARGET,
+        Outcome("unchanged", "vaults/v/items/i", 1),
+        body=body(failed),  # type: ignore[arg-type]
+    )
+    assert [r for _, r, _ in kube.events] == ["Synced"]
+    assert kube.patches[0]["conditions"][0]["status"] == "True"
+
+
+async def test_a_failure_posts_one_warning_per_transition_and_raises_when_retryable(clock: list[str]) -> None:
+    kube = FakeKube()
+    failure = Failure("ConnectUnavailable", "cannot reach 1Password Connect", retryable=True)
+    with pytest.raises(kopf.TemporaryError) as raised:
+        await reporting.report_failure(kube, TARGET, failure, body=body(ready_status()), retry=2)  # type: ignore[arg-type]
+    assert raised.value.delay == 20
+    assert kube.events == [("Warning", "ConnectUnavailable", "cannot reach 1Password Connect")]
+    (status,) = kube.patches
+    assert (status["conditions"][0]["status"], status["conditions"][0]["reason"]) == (
+        "False",
+        "ConnectUnavailable",
+    )
+
+    # The same failure again: no new Event and no status write.
+    again = FakeKube()
+    with pytest.raises(kopf.TemporaryError):
+        await reporting.report_failure(again, TARGET, failure, body=body(status), retry=3)  # type: ignore[arg-type]
+    assert again.events == [] and again.patches == []
+
+
+async def test_a_permanent_failure_does_not_raise(clock: list[str]) -> None:
+    kube = FakeKube()
+    failure = Failure("ItemNotFound", "no item", retryable=False)
+    await reporting.report_failure(kube, TARGET, failure, body=body(), retry=0)  # type: ignore[arg-type]
+    assert [r for _, r, _ in kube.events] == ["ItemNotFound"]
+    assert kube.patches[0]["conditions"][0]["reason"] == "ItemNotFound"
+
+
+async def test_a_deployment_gets_events_but_no_status(clock: list[str]) -> None:
+    kube = FakeKube()
+    target = Target(Owner("apps/v1", "Deployment", "app", "uid-app"), "ns", "app-secret", "vaults/v/items/i")
+    await reporting.report_success(kube, target, OUTCOME, body=None)  # type: ignore[arg-type]
+    failure = Failure("ItemNotFound", "no item", retryable=False)
+    await reporting.report_failure(kube, target, failure, body=None, retry=0)  # type: ignore[arg-type]
+    assert [r for _, r, _ in kube.events] == ["SecretSynced", "ItemNotFound"]
+    assert kube.patches == []
