@@ -23,13 +23,12 @@ from typing import Any, Literal, cast
 import yaml
 from pydantic import ValidationError
 
+from opsync.connectserver import render
 from opsync.connectserver.models import (
     DataFile,
     Item,
     ItemField,
     ItemFile,
-    ItemUrl,
-    Section,
     ServerIdentity,
     Vault,
     format_time,
@@ -189,9 +188,9 @@ def _item(item: Item) -> dict[str, Any]:
     if item.tags:
         out["tags"] = list(item.tags)
     if item.urls:
-        out["urls"] = [_url(url) for url in item.urls]
+        out["urls"] = [render.url_json(url) for url in item.urls]
     if item.sections:
-        out["sections"] = [_section(section) for section in item.sections]
+        out["sections"] = [render.section_json(section) for section in item.sections]
     if item.fields:
         out["fields"] = [_field(field) for field in item.fields]
     if item.files:
@@ -203,22 +202,6 @@ def _item(item: Item) -> dict[str, Any]:
     }
     if item.last_edited_by:
         out["lastEditedBy"] = item.last_edited_by
-    return out
-
-
-def _url(url: ItemUrl) -> dict[str, Any]:
-    out: dict[str, Any] = {"href": url.href}
-    if url.label:
-        out["label"] = url.label
-    if url.primary:
-        out["primary"] = True
-    return out
-
-
-def _section(section: Section) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": section.id}
-    if section.label:
-        out["label"] = section.label
     return out
 
 
