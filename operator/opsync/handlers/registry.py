@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from opsync import crd, desired
+from opsync import crd, desired, workloads
 from opsync.connect import ConnectClient, ConnectConfig
 from opsync.errors import KubeError
 from opsync.handlers import reporting
@@ -54,47 +54,13 @@ def item_target(body: Mapping[str, Any]) -> Target:
     )
 
 
-def deployment_annotations(body: Mapping[str, Any]) -> dict[str, str]:
-    """The 1Password annotations of a Deployment: its metadata first, else its pod template's."""
-    for found in (
-        body.get("metadata", {}).get("annotations") or {},
-        body.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {},
-    ):
-        if desired.ITEM_PATH in found:
-            return {k: v for k, v in found.items() if k.startswith(desired.ANNOTATION_PREFIX)}
-    return {}
-
-
-def uses_secret(body: Mapping[str, Any], secret_name: str) -> bool:
-    """Whether a Deployment names the Secret in item-name, or its pods use it (env, envFrom,
-    a secret volume or a projected one); the official operator's test, without its bug of
-    stopping at the first volume that is not a Secret."""
-    if sanitize_secret_name(deployment_annotations(body).get(desired.ITEM_NAME, "")) == secret_name:
-        return True
-    pod = body.get("spec", {}).get("template", {}).get("spec") or {}
-    for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
-        for env in container.get("env") or []:
-            if ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") == secret_name:
-                return True
-        for source in container.get("envFrom") or []:
-            if (source.get("secretRef") or {}).get("name") == secret_name:
-                return True
-    for volume in pod.get("volumes") or []:
-        if (volume.get("secret") or {}).get("secretName") == secret_name:
-            return True
-        for source in (volume.get("projected") or {}).get("sources") or []:
-            if (source.get("secret") or {}).get("name") == secret_name:
-                return True
-    return False
-
-
 def is_annotated_deployment(body: Mapping[str, Any], **_: Any) -> bool:
-    return bool(deployment_annotations(body))
+    return bool(workloads.deployment_annotations(body))
 
 
 def deployment_target(body: Mapping[str, Any]) -> Target | None:
     meta = body.get("metadata", {})
-    annotations = deployment_annotations(body)
+    annotations = workloads.deployment_annotations(body)
     name = annotations.get(desired.ITEM_NAME)
     if not name:
         return None
@@ -278,7 +244,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         others = [
             d
             for d in await reconciler.kube.list_deployments(target.namespace)
-            if d["metadata"]["uid"] != target.owner.uid and uses_secret(d, target.secret_name)
+            if d["metadata"]["uid"] != target.owner.uid and workloads.uses_secret(d, target.secret_name)
         ]
         if not others:
             await reconciler.delete(target)
