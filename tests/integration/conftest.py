@@ -10,6 +10,7 @@ different flags without acting on each other's objects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -211,6 +212,28 @@ def _wait_watching_new_namespaces(cluster: Cluster, operator: OperatorProcess) -
         api.close()
 
 
+@contextlib.contextmanager
+def running_operator(
+    cluster: Cluster, connect: ConnectProcess, directory: Path, **options: Any
+) -> Iterator[OperatorProcess]:
+    """An operator process (see start_operator) that is stopped however the block ends."""
+    process = start_operator(cluster, connect, directory, **options)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
+def watched_namespace(api_client: client.ApiClient, operator: OperatorProcess) -> Iterator[str]:
+    """A new namespace that ``operator`` watches, deleted at the end."""
+    name = make_namespace(api_client, operator.namespace_prefix)
+    try:
+        yield name
+    finally:
+        client.CoreV1Api(api_client).delete_namespace(name)
+
+
 @pytest.fixture(scope="session")
 def operator(
     cluster: Cluster,
@@ -234,9 +257,8 @@ def make_namespace(api_client: client.ApiClient, prefix: str) -> str:
 @pytest.fixture
 def op_namespace(api_client: client.ApiClient, operator: OperatorProcess) -> Iterator[str]:
     """A namespace watched by the session's operator."""
-    name = make_namespace(api_client, operator.namespace_prefix)
-    yield name
-    client.CoreV1Api(api_client).delete_namespace(name)
+    with watched_namespace(api_client, operator) as name:
+        yield name
 
 
 @pytest.fixture

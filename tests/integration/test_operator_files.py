@@ -21,9 +21,9 @@ from tests.integration.conftest import (
     Kube,
     OperatorProcess,
     eventually,
-    make_namespace,
+    running_operator,
     start_connect,
-    start_operator,
+    watched_namespace,
 )
 from tests.integration.test_operator import secret_ready
 
@@ -116,18 +116,16 @@ def files_operator(
     files_connect: ConnectProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    process = start_operator(
+    with running_operator(
         cluster, files_connect, Path(tmp_path_factory.mktemp("files-operator")), namespace_prefix=PREFIX
-    )
-    yield process
-    process.stop()
+    ) as process:
+        yield process
 
 
 @pytest.fixture
 def ns(api_client: client.ApiClient, files_operator: OperatorProcess) -> Iterator[str]:
-    name = make_namespace(api_client, PREFIX)
-    yield name
-    client.CoreV1Api(api_client).delete_namespace(name)
+    with watched_namespace(api_client, files_operator) as name:
+        yield name
 
 
 async def test_files_become_keys_unless_a_field_already_has_the_key(ns: str, kube: Kube) -> None:

@@ -21,8 +21,8 @@ from tests.integration.conftest import (
     Kube,
     OperatorProcess,
     eventually,
-    make_namespace,
-    start_operator,
+    running_operator,
+    watched_namespace,
 )
 from tests.integration.test_operator import new_item, secret_ready
 
@@ -45,22 +45,20 @@ def flag_operator(
     connect_server: ConnectProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    process = start_operator(
+    with running_operator(
         cluster,
         connect_server,
         Path(tmp_path_factory.mktemp("flag-operator")),
         namespace_prefix=PREFIX,
         args=("--enable-annotations", "--allow-empty-values"),
-    )
-    yield process
-    process.stop()
+    ) as process:
+        yield process
 
 
 @pytest.fixture
 def flag_namespace(api_client: client.ApiClient, flag_operator: OperatorProcess) -> Iterator[str]:
-    name = make_namespace(api_client, PREFIX)
-    yield name
-    client.CoreV1Api(api_client).delete_namespace(name)
+    with watched_namespace(api_client, flag_operator) as name:
+        yield name
 
 
 def metadata(kube: Kube, namespace: str, name: str) -> client.V1ObjectMeta:

@@ -20,8 +20,8 @@ from tests.integration.conftest import (
     Kube,
     OperatorProcess,
     eventually,
-    make_namespace,
-    start_operator,
+    running_operator,
+    watched_namespace,
 )
 from tests.integration.test_operator import new_item, secret_ready
 from tests.integration.test_operator_deployments import ITEM_NAME, ITEM_PATH, deployment
@@ -36,22 +36,20 @@ def polling_operator(
     connect_server: ConnectProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    process = start_operator(
+    with running_operator(
         cluster,
         connect_server,
         Path(tmp_path_factory.mktemp("polling-operator")),
         namespace_prefix=PREFIX,
         env={"POLLING_INTERVAL": "1"},
-    )
-    yield process
-    process.stop()
+    ) as process:
+        yield process
 
 
 @pytest.fixture
 def poll_namespace(api_client: client.ApiClient, polling_operator: OperatorProcess) -> Iterator[str]:
-    name = make_namespace(api_client, PREFIX)
-    yield name
-    client.CoreV1Api(api_client).delete_namespace(name)
+    with watched_namespace(api_client, polling_operator) as name:
+        yield name
 
 
 async def test_an_item_changed_in_1password_reaches_every_secret_made_from_it(
