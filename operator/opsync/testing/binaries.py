@@ -230,7 +230,7 @@ def missing_message(names: Iterable[str], *, have_go: bool) -> str:
     names = list(names)
     if not have_go:
         how = (
-            "Install Go >= 1.24 (https://go.dev/dl, or `apt-get install golang`) so they can be built "
+            "Install Go >= 1.24 (https://go.dev/dl; Debian 12's golang package is too old) so they can be built "
             "from the Go module proxy on first use,"
         )
     else:
