@@ -37,7 +37,7 @@ from opsync import crd
 from opsync.desired import ITEM_NAME, ITEM_PATH, ITEM_VERSION, MANAGED_LABEL
 from opsync.mapping import sanitize_secret_name
 from opsync.testing import binaries
-from opsync.testing.controlplane import ControlPlane, ControlPlaneError
+from opsync.testing.controlplane import ControlPlane, ControlPlaneError, free_port
 
 NAMESPACE = "demo"
 POLLING_INTERVAL = 10
@@ -291,6 +291,7 @@ class Demo:
     kubectl_path: Path | None = field(default=None, init=False)
     connect_url: str = field(default="", init=False)
     token_file: Path | None = field(default=None, init=False)
+    metrics_port: int = field(default=0, init=False)
     children: list[_Child] = field(default_factory=list, init=False)
     _watchdog: subprocess.Popen[str] | None = field(default=None, init=False)
 
@@ -441,9 +442,21 @@ class Demo:
             POLLING_INTERVAL=str(POLLING_INTERVAL),
             PYTHONUNBUFFERED="1",
         )
+        self.metrics_port = free_port()
         return self._spawn(
             "operator",
-            [sys.executable, "-m", "opsync", "run", "--standalone", "--liveness", "", "--log-level", "info"],
+            [
+                sys.executable,
+                "-m",
+                "opsync",
+                "run",
+                "--log-level",
+                "info",
+                "--metrics-bind-address",
+                f"127.0.0.1:{self.metrics_port}",
+                "--health-probe-bind-address",
+                "0",
+            ],
             env,
         )
 
@@ -612,8 +625,8 @@ def _demo(args: argparse.Namespace) -> int:
             demo,
             "operator",
             lambda: (
-                f"opsync run --standalone, POLLING_INTERVAL={POLLING_INTERVAL} "
-                f"(log: {demo.start_operator().log})"
+                f"opsync run, POLLING_INTERVAL={POLLING_INTERVAL} "
+                f"(log: {demo.start_operator().log}; metrics: http://127.0.0.1:{demo.metrics_port}/metrics)"
             ),
             started,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from opsync import crd
 from opsync.desired import DesiredSecret, Owner, SecretState, owner_references
 from opsync.errors import KubeError
 from opsync.mapping import SecretData
+from opsync.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET, WorkloadKind
 
 _T = TypeVar("_T")
 
@@ -105,6 +107,7 @@ class KubeApi:
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self._apps = client.AppsV1Api(api_client)
+        self._coordination = client.CoordinationV1Api(api_client)
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
@@ -128,13 +131,15 @@ class KubeApi:
             raise
         return _state(secret)
 
-    async def create_secret(self, desired: DesiredSecret) -> None:
-        await self._call(
+    async def create_secret(self, desired: DesiredSecret) -> str | None:
+        """Create the Secret; its uid."""
+        created = await self._call(
             f"creating Secret {desired.namespace}/{desired.name}",
             self._core.create_namespaced_secret,
             desired.namespace,
             _body(desired, None),
         )
+        return created.metadata.uid if created.metadata else None
 
     async def replace_secret(self, desired: DesiredSecret, existing: SecretState) -> None:
         """Replace, guarded by the resourceVersion read: a concurrent change gives a retryable 409."""
@@ -181,6 +186,45 @@ class KubeApi:
             if exc.status not in (404, 409):
                 raise
 
+    # -- Leases (leader election) ----------------------------------------------------------------
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease as a plain dict (its MicroTime fields as the server wrote them), or None."""
+        try:
+            response: Any = await self._call(
+                f"reading Lease {namespace}/{name}",
+                self._coordination.read_namespaced_lease,
+                name,
+                namespace,
+                _preload_content=False,
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body: dict[str, Any] = json.loads(response.data)
+        return body
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> None:
+        await self._call(
+            f"creating Lease {namespace}/{body['metadata']['name']}",
+            self._coordination.create_namespaced_lease,
+            namespace,
+            dict(body),
+            _preload_content=False,
+        )
+
+    async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Replace, guarded by the body's resourceVersion: a lost race is a 409 KubeError."""
+        await self._call(
+            f"updating Lease {namespace}/{body['metadata']['name']}",
+            self._coordination.replace_namespaced_lease,
+            body["metadata"]["name"],
+            namespace,
+            dict(body),
+            _preload_content=False,
+        )
+
     # -- OnePasswordItems ------------------------------------------------------------------------
 
     async def read_item(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -225,6 +269,100 @@ class KubeApi:
         serialised = self._api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
         items: list[dict[str, Any]] = serialised.get("items", [])
         return items
+
+    # -- Workloads (rollout restarts) ------------------------------------------------------------
+
+    ROLLOUTS_RECHECK_SECONDS = 60.0
+    """How long "Argo Rollouts are not served here" is believed before asking again."""
+
+    _rollouts_absent_until: float = 0.0  # event-loop time; set per instance once Rollouts are absent
+
+    async def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Deployment, StatefulSet, DaemonSet and Argo Rollout in ``namespace``, as dicts
+        that carry ``kind`` and ``apiVersion`` (items of a typed list come without them)."""
+        listings = await asyncio.gather(
+            self._list_apps(DEPLOYMENT, namespace, self._apps.list_namespaced_deployment),
+            self._list_apps(STATEFUL_SET, namespace, self._apps.list_namespaced_stateful_set),
+            self._list_apps(DAEMON_SET, namespace, self._apps.list_namespaced_daemon_set),
+            self._list_rollouts(namespace),
+        )
+        return [item for listing in listings for item in listing]
+
+    async def _list_apps(
+        self, kind: WorkloadKind, namespace: str, function: Callable[..., Any]
+    ) -> list[dict[str, Any]]:
+        result = await self._call(f"listing {kind.plural} in {namespace}", function, namespace)
+        serialised = self._api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
+        items: list[dict[str, Any]] = serialised.get("items") or []
+        for item in items:
+            item["apiVersion"] = kind.api_version
+            item["kind"] = kind.kind
+        return items
+
+    async def _list_rollouts(self, namespace: str) -> list[dict[str, Any]]:
+        """Argo Rollouts, when the API serves them. 404 (no ``rollouts.argoproj.io`` CRD) and
+        403 (opsync's RBAC leaves Rollouts out) both mean "none"; that answer is kept for
+        ROLLOUTS_RECHECK_SECONDS, so installing Argo later is noticed without a list per call."""
+        kind = ROLLOUT
+        clock = asyncio.get_running_loop().time
+        if clock() < self._rollouts_absent_until:
+            return []
+        try:
+            result: Any = await self._call(
+                f"listing {kind.plural}.{kind.group} in {namespace}",
+                self._custom.list_namespaced_custom_object,
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+            )
+        except KubeError as exc:
+            if exc.status not in (403, 404):
+                raise
+            self._rollouts_absent_until = clock() + self.ROLLOUTS_RECHECK_SECONDS
+            return []
+        items: list[dict[str, Any]] = [dict(item) for item in result.get("items") or []]
+        for item in items:
+            item["apiVersion"] = kind.api_version
+            item["kind"] = kind.kind
+        return items
+
+    async def patch_workload(
+        self, kind: WorkloadKind, namespace: str, name: str, patch: dict[str, Any]
+    ) -> None:
+        """Patch a workload with an object body: a strategic merge patch for the apps kinds (the
+        client's choice for a dict; the same as a merge patch for annotations), a JSON merge
+        patch for Argo Rollouts. A 404 comes back as a KubeError with status 404."""
+        action = f"restarting {kind.kind} {namespace}/{name}"
+        apps: dict[str, Callable[..., Any]] = {
+            DEPLOYMENT.kind: self._apps.patch_namespaced_deployment,
+            STATEFUL_SET.kind: self._apps.patch_namespaced_stateful_set,
+            DAEMON_SET.kind: self._apps.patch_namespaced_daemon_set,
+        }
+        if kind.group == DEPLOYMENT.group and kind.kind in apps:
+            await self._call(action, apps[kind.kind], name, namespace, patch)
+            return
+        await self._call(
+            action,
+            self._custom.patch_namespaced_custom_object,
+            kind.group,
+            kind.version,
+            namespace,
+            kind.plural,
+            name,
+            patch,
+        )
+
+    async def namespace_annotations(self, name: str) -> dict[str, str]:
+        """A Namespace's annotations; ``{}`` when it is gone or opsync may not read it (the
+        official operator also goes on without the Namespace's opinion)."""
+        try:
+            found = await self._call(f"reading Namespace {name}", self._core.read_namespace, name)
+        except KubeError as exc:
+            if exc.status in (403, 404):
+                return {}
+            raise
+        return dict((found.metadata.annotations if found.metadata else None) or {})
 
     # -- Events ----------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from opsync.errors import (
     Unauthorized,
 )
 from opsync.kube import KubeApi
-from opsync.mapping import MappedItem, Skipped, item_to_data
+from opsync.mapping import MappedItem, SecretData, Skipped, item_to_data
 from opsync.resolve import ItemPath, resolve
 from opsync.settings import parse_bool
 
@@ -68,13 +68,33 @@ class Target:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a successful sync did."""
+    """What a successful sync did.
+
+    ``secret_uid`` and ``data`` let rollout restarts fingerprint the new data
+    when it changed; ``data`` is the SecretData (its repr shows sizes only).
+    """
 
     action: Action
     resolved_path: str
     item_version: int
     changed: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    secret_uid: str | None = None
+    data: SecretData | None = field(default=None, compare=False)
+    secret_annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def data_changed(self) -> bool:
+        return self.action == "updated" and "data" in self.changed
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An item read from Connect with its files, under the ids it resolved to."""
+
+    resolved: ItemPath
+    item: FullItem
+    files: Mapping[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -184,12 +204,20 @@ class Reconciler:
         """One sync at a time per Secret (a handler, the poller and drift repair may race)."""
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def fetch(self, path: ItemPath) -> tuple[ItemPath, FullItem, dict[str, bytes]]:
-        resolved = await resolve(self.connect, path)
-        item, files = await self.connect.get_item_with_files(resolved.vault, resolved.item)
-        return resolved, item, {file_id: content.get_secret_value() for file_id, content in files.items()}
+    async def fetch(self, path: ItemPath) -> Fetched:
+        """Resolve ``path`` and read the item and its files (by id: no second GET of the item)."""
+        resolved, item = await resolve(self.connect, path)
+        return await self.fetch_resolved(resolved, item=item)
 
-    async def sync(self, target: Target) -> Outcome:
+    async def fetch_resolved(self, resolved: ItemPath, *, item: FullItem | None = None) -> Fetched:
+        full, files = await self.connect.get_item_with_files(resolved.vault, resolved.item, item=item)
+        return Fetched(
+            resolved, full, {file_id: content.get_secret_value() for file_id, content in files.items()}
+        )
+
+    async def sync(self, target: Target, *, fetched: Fetched | None = None) -> Outcome:
+        """Sync one target; ``fetched`` is the item already read for it (the poller reads an item
+        once for every target using it), else it is resolved and read here."""
         if not target.item_path:
             raise SpecError(
                 "spec.itemPath is missing: set it to vaults/<vault>/items/<item>", reason="InvalidItemPath"
@@ -197,15 +225,17 @@ class Reconciler:
         path = ItemPath.parse(target.item_path)
         _check_auto_restart(target)
         async with self.lock(target.key):
-            resolved, item, files = await self.fetch(path)
+            if fetched is None:
+                fetched = await self.fetch(path)
             existing = await self.kube.read_secret(target.namespace, target.secret_name)
             self._check_ownership(target, existing)
+            resolved, item = str(fetched.resolved), fetched.item
             version = item.version or 0
             if desired_mod.IGNORE_SECRET_TAG in (item.tags or []) and existing is not None:
-                return Outcome("frozen", str(resolved), version)
-            mapped = item_to_data(item, files, allow_empty_values=self.allow_empty_values)
-            wanted = self._desired_for(target, mapped, str(resolved), version)
-            return await self._apply(wanted, existing, str(resolved), version, mapped.skipped)
+                return Outcome("frozen", resolved, version, secret_uid=existing.uid)
+            mapped = item_to_data(item, fetched.files, allow_empty_values=self.allow_empty_values)
+            wanted = self._desired_for(target, mapped, resolved, version)
+            return await self._apply(wanted, existing, resolved, version, mapped.skipped)
 
     def _check_ownership(self, target: Target, existing: SecretState | None) -> None:
         if (
@@ -243,9 +273,17 @@ class Reconciler:
         skipped: tuple[Skipped, ...] = (),
     ) -> Outcome:
         if existing is None:
-            await self.kube.create_secret(wanted)
+            uid = await self.kube.create_secret(wanted)
             self._desired[(wanted.namespace, wanted.name)] = wanted
-            return Outcome("created", resolved, version, skipped=skipped)
+            return Outcome(
+                "created",
+                resolved,
+                version,
+                skipped=skipped,
+                secret_uid=uid,
+                data=wanted.data,
+                secret_annotations=wanted.annotations,
+            )
         if existing.type != wanted.type:
             # Remember what the spec wants: once the Secret is deleted, as the message says,
             # drift repair recreates it with the new type instead of the old one.
@@ -259,7 +297,16 @@ class Reconciler:
         if changed:
             await self.kube.replace_secret(wanted, existing)
         self._desired[(wanted.namespace, wanted.name)] = wanted
-        return Outcome("updated" if changed else "unchanged", resolved, version, tuple(changed), skipped)
+        return Outcome(
+            "updated" if changed else "unchanged",
+            resolved,
+            version,
+            tuple(changed),
+            skipped,
+            secret_uid=existing.uid,
+            data=wanted.data,
+            secret_annotations=wanted.annotations,
+        )
 
     async def restore(self, namespace: str, secret_name: str) -> Outcome | None:
         """Put a drifted Secret back as last synced, without asking Connect; None if not known here."""

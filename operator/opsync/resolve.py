@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from opsync.connect import ConnectClient, Item, Vault
+from opsync.connect import ConnectClient, FullItem, Item, Vault
 from opsync.errors import NotFound, SpecError
 
 ID_PATTERN = re.compile(r"^[a-z0-9]{26}$")
@@ -54,12 +54,38 @@ def _oldest(candidates: Sequence[Vault | Item]) -> str:
     return str(chosen.id)
 
 
-async def resolve_vault(client: ConnectClient, vault: str) -> str:
-    matches = [v for v in await client.find_vaults(vault) if (v.name or "").casefold() == vault.casefold()]
+def pick_vault(ref: str, vaults: Sequence[Vault]) -> str | None:
+    """The vault id ``ref`` names among ``vaults``: a title match first, else an id-like ``ref``."""
+    matches = [v for v in vaults if v.id and (v.name or "").casefold() == ref.casefold()]
     if matches:
         return _oldest(matches)
-    if looks_like_id(vault):
-        return vault
+    return ref if looks_like_id(ref) else None
+
+
+def pick_item_by_title(ref: str, items: Sequence[Item]) -> str | None:
+    """The item titled ``ref`` among ``items``; Connect's title filter ignores case, so an exact
+    match is preferred, as a user would expect; then the oldest."""
+    found = [i for i in items if i.id and (i.title or "").casefold() == ref.casefold()]
+    matches = [i for i in found if i.title == ref] or found
+    return _oldest(matches) if matches else None
+
+
+def pick(path: ItemPath, vaults: Sequence[Vault], items: Sequence[Item]) -> ItemPath | None:
+    """Resolve ``path`` from full listings (no request): the vault list and the items of the
+    vault it resolves to. None when it resolves to nothing, or to another vault than listed."""
+    vault_id = pick_vault(path.vault, vaults)
+    if vault_id is None or any(i.vault and i.vault.id and i.vault.id != vault_id for i in items):
+        return None
+    if looks_like_id(path.item) and any(i.id == path.item for i in items):
+        return ItemPath(vault_id, path.item)
+    item_id = pick_item_by_title(path.item, items)
+    return ItemPath(vault_id, item_id) if item_id else None
+
+
+async def resolve_vault(client: ConnectClient, vault: str) -> str:
+    found = pick_vault(vault, await client.find_vaults(vault))
+    if found is not None:
+        return found
     raise SpecError(
         f"no vault with id or title {vault!r} is visible to the Connect token; check the name "
         "and that the token has access to that vault",
@@ -67,7 +93,8 @@ async def resolve_vault(client: ConnectClient, vault: str) -> str:
     )
 
 
-async def resolve_item(client: ConnectClient, vault_id: str, item: str) -> str:
+async def resolve_item(client: ConnectClient, vault_id: str, item: str) -> tuple[str, FullItem | None]:
+    """The item's id, and the full item when it was fetched on the way (by id)."""
     if looks_like_id(item):
         try:
             by_id = await client.get_item(vault_id, item)
@@ -75,23 +102,18 @@ async def resolve_item(client: ConnectClient, vault_id: str, item: str) -> str:
             pass
         else:
             if by_id.id:
-                return by_id.id
-    # Connect's title filter ignores case: an exact match is preferred, as a user would expect.
-    found = [
-        i
-        for i in await client.find_items(vault_id, item)
-        if i.id and (i.title or "").casefold() == item.casefold()
-    ]
-    matches = [i for i in found if i.title == item] or found
-    if matches:
-        return _oldest(matches)
+                return by_id.id, by_id
+    found = pick_item_by_title(item, await client.find_items(vault_id, item))
+    if found is not None:
+        return found, None
     raise SpecError(
         f"no item with id or title {item!r} in vault {vault_id}; check the itemPath",
         reason="ItemNotFound",
     )
 
 
-async def resolve(client: ConnectClient, path: ItemPath) -> ItemPath:
-    """The same path with both parts as ids."""
+async def resolve(client: ConnectClient, path: ItemPath) -> tuple[ItemPath, FullItem | None]:
+    """The same path with both parts as ids, and the full item if resolving fetched it."""
     vault_id = await resolve_vault(client, path.vault)
-    return ItemPath(vault_id, await resolve_item(client, vault_id, path.item))
+    item_id, item = await resolve_item(client, vault_id, path.item)
+    return ItemPath(vault_id, item_id), item

@@ -31,9 +31,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="keep fields with empty values as keys",
     )
     parser.add_argument("--log-level", default=None, help="debug, info, warning or error (default: info)")
-    parser.add_argument("--standalone", action="store_true", default=None, help="no peering: single replica")
     parser.add_argument(
-        "--liveness", default=None, help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz"
+        "--zap-log-level", dest="log_level", default=None, help="the official operator's name for --log-level"
+    )
+    parser.add_argument(
+        "--leader-elect",
+        dest="leader_election",
+        action="store_const",
+        const=True,
+        default=None,
+        help="only the replica holding the leader Lease acts (the default)",
+    )
+    parser.add_argument(
+        "--standalone",
+        dest="leader_election",
+        action="store_const",
+        const=False,
+        help="no leader election: run one replica only",
+    )
+    parser.add_argument(
+        "--metrics-bind-address", default=None, help="where /metrics is served (default :8080; 0 = off)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="shorthand for --metrics-bind-address :PORT"
+    )
+    parser.add_argument(
+        "--health-probe-bind-address",
+        default=None,
+        help="where /healthz and /readyz are served (default :8081; 0 = off)",
     )
     parser.set_defaults(handler=_run)
 
@@ -57,8 +82,11 @@ def _run(args: argparse.Namespace) -> int:
             enable_annotations=args.enable_annotations,
             allow_empty_values=args.allow_empty_values,
             log_level=args.log_level,
-            standalone=args.standalone,
-            liveness_endpoint=args.liveness,
+            leader_election=args.leader_election,
+            metrics_bind_address=(
+                f":{args.metrics_port}" if args.metrics_port is not None else args.metrics_bind_address
+            ),
+            health_probe_bind_address=args.health_probe_bind_address,
         )
         connect_config = ConnectConfig()
     except ConfigError as exc:
@@ -72,5 +100,6 @@ def _run(args: argparse.Namespace) -> int:
         settings.polling_interval,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_operator(settings, connect_config))
+        if not asyncio.run(run_operator(settings, connect_config)):
+            return 1  # leadership lost: exit so that Kubernetes restarts this replica as a standby
     return 0

@@ -73,11 +73,30 @@ class OperatorSettings(BaseSettings):
     enable_annotations: GoBool = Field(default=False, description="Copy the CR's annotations to its Secret.")
     allow_empty_values: GoBool = Field(default=False, description="Keep fields with empty values as keys.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
-    liveness_endpoint: str = Field(
-        default="http://0.0.0.0:8081/healthz", description="Where kopf serves the liveness probe ('' = off)."
+    metrics_bind_address: str = Field(
+        default=":8080", description="Where /metrics is served, e.g. ':8080' ('0' = off)."
     )
-    peering_name: str = Field(default="opsync", description="kopf peering object: only one replica acts.")
-    standalone: GoBool = Field(default=False, description="Run without peering (one replica only).")
+    health_probe_bind_address: str = Field(
+        default=":8081", description="Where /healthz and /readyz are served ('0' = off)."
+    )
+    leader_election: GoBool = Field(
+        default=True, description="Only the replica holding the Lease acts (off: run one replica only)."
+    )
+    lease_name: str = Field(default="opsync-leader", min_length=1, description="The leader Lease's name.")
+    lease_namespace: str = Field(
+        default="", description="The leader Lease's namespace (default: the pod's own, else 'default')."
+    )
+    lease_duration: float = Field(
+        default=15.0,
+        ge=3,
+        le=300,
+        description="Seconds a leader may go without renewing before another takes over.",
+    )
+    full_resync_every: int = Field(
+        default=24,
+        ge=1,
+        description="Every this many polls, list every vault in use whatever its contentVersion.",
+    )
     drift_resync_seconds: float = Field(
         default=1.0, ge=0, le=60, description="Debounce before a drifted Secret is restored."
     )

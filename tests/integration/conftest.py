@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
 
 from opsync import crd
 from opsync.connect import ConnectClient, ConnectConfig
@@ -62,6 +63,27 @@ class ConnectProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def requests(self) -> dict[tuple[str, str], int]:
+        """The server's own request counter, by (method, endpoint template); its probes left out."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        counts: dict[tuple[str, str], int] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name != "opsync_connect_server_requests_total":
+                    continue
+                key = (sample.labels["method"], sample.labels["endpoint"])
+                if key[1] not in ("/metrics", "/heartbeat", "/health"):
+                    counts[key] = counts.get(key, 0) + int(sample.value)
+        return counts
+
+
+def request_delta(
+    before: dict[tuple[str, str], int], after: dict[tuple[str, str], int]
+) -> dict[tuple[str, str], int]:
+    """Requests made between two readings of ConnectProcess.requests(), without zeros."""
+    return {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -114,9 +136,25 @@ class OperatorProcess:
     log_path: Path
     namespace_prefix: str
     extra_env: dict[str, str] = field(default_factory=dict)
+    metrics_url: str = ""
+    health_url: str = ""
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample on the operator's /metrics (0 when absent)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def polls(self) -> float:
+        return self.metric("opsync_polls_total")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -136,10 +174,18 @@ def start_operator(
     namespace_prefix: str,
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    standby: bool = False,
 ) -> OperatorProcess:
+    """``opsync run`` watching ``<namespace_prefix>*``; returns once it watches new namespaces,
+    or with ``standby`` once it waits for another replica's Lease."""
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / f"operator-{namespace_prefix}.log"
+    metrics_port, health_port = free_port(), free_port()
     full_env = {
+        # Leader election on, as in production; a Lease of its own per operator process
+        # unless the test gives one (env) to make replicas compete.
+        "OPSYNC_LEASE_NAME": f"opsync-test-{uuid.uuid4().hex[:10]}",
+        "OPSYNC_LEASE_DURATION": "6",
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
         "OP_CONNECT_HOST": connect.url,
@@ -158,9 +204,10 @@ def start_operator(
                 "-m",
                 "opsync",
                 "run",
-                "--standalone",
-                "--liveness",
-                "",
+                "--metrics-bind-address",
+                f"127.0.0.1:{metrics_port}",
+                "--health-probe-bind-address",
+                f"127.0.0.1:{health_port}",
                 "--log-level",
                 "debug",
                 *args,
@@ -169,9 +216,21 @@ def start_operator(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    operator = OperatorProcess(process, log_path, namespace_prefix, env or {})
+    operator = OperatorProcess(
+        process,
+        log_path,
+        namespace_prefix,
+        env or {},
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        health_url=f"http://127.0.0.1:{health_port}",
+    )
     try:
-        _wait_log(operator, "Starting the watch-stream for namespaces.v1 cluster-wide")
+        if standby:
+            assert _wait_log(operator, "standing by: another replica holds Lease"), operator.logs()[-3000:]
+            return operator
+        assert _wait_log(operator, "Starting the watch-stream for namespaces.v1 cluster-wide"), (
+            operator.logs()[-3000:]
+        )
         _wait_watching_new_namespaces(cluster, operator)
     except BaseException:
         operator.stop()

@@ -49,7 +49,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -169,10 +169,26 @@ class ConnectClient:
 
     Create one per process and share it; it is safe for concurrent use from one
     event loop. ``transport`` replaces the network layer (tests only).
+
+    ``observer``, when given, is called once per HTTP attempt (retries
+    included) with ``(method, path template, status, seconds)``: the template
+    as in ``/v1/vaults/{vault}/items/{item}``, never a concrete path; the status
+    code as a string, or ``"error"`` when no response came (network error,
+    timeout); the seconds the exchange took, waiting for a free slot of
+    ``max_concurrency`` not included. It is meant for metrics
+    (:meth:`opsync.metrics.Metrics.connect_request` fits); an exception it
+    raises is logged at DEBUG and ignored.
     """
 
-    def __init__(self, config: ConnectConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: ConnectConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        observer: Callable[[str, str, str, float], None] | None = None,
+    ) -> None:
         self._config = config
+        self._observer = observer
         _quiet_http_loggers()
         self._http = httpx.AsyncClient(
             base_url=config.host,
@@ -313,15 +329,17 @@ class ConnectClient:
         return SecretBytes(response.content)
 
     async def get_item_with_files(
-        self, vault_id: str, item_id: str
+        self, vault_id: str, item_id: str, *, item: FullItem | None = None
     ) -> tuple[FullItem, dict[str, SecretBytes]]:
         """An item and the content of each of its files, keyed by file id.
 
-        Files are downloaded from the content endpoint, at most
+        ``item`` is the item when the caller has just read it (it is not read
+        again). Files are downloaded from the content endpoint, at most
         ``file_concurrency`` at a time; the first failure cancels the others and
         is raised.
         """
-        item = await self.get_item(vault_id, item_id)
+        if item is None:
+            item = await self.get_item(vault_id, item_id)
         files = item.files or []
         file_ids: list[str] = []
         for file in files:
@@ -409,14 +427,16 @@ class ConnectClient:
         attempt = 0
         while True:
             attempt += 1
-            started = time.monotonic()
+            started = sent = time.monotonic()
             reached_server = True
             try:
                 async with self._in_flight:
+                    sent = time.monotonic()
                     response = await self._http.request(
                         route.method, path, params=params, json=body, headers=headers
                     )
             except httpx.RequestError as exc:
+                self._observe(route, "error", time.monotonic() - sent)
                 reached_server = not isinstance(exc, _NOT_SENT)
                 reason = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
                 error: ConnectError = ConnectUnavailable(
@@ -432,6 +452,7 @@ class ConnectClient:
                 )
                 cause: BaseException | None = exc
             else:
+                self._observe(route, str(response.status_code), time.monotonic() - sent)
                 logger.debug(
                     "connect %s%s: %d in %.3fs (attempt %d)",
                     endpoint,
@@ -470,6 +491,15 @@ class ConnectClient:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    def _observe(self, route: _Route, status: str, seconds: float) -> None:
+        """Report one attempt to the observer; its failure must never fail the request."""
+        if self._observer is None:
+            return
+        try:
+            self._observer(route.method, route.template, status, seconds)
+        except Exception as exc:
+            logger.debug("connect request observer raised %s; ignored", type(exc).__name__, exc_info=True)
 
     def _backoff(self, attempt: int) -> float:
         config = self._config

@@ -1,14 +1,22 @@
 """Every kopf handler of opsync, registered on a fresh registry built from the settings.
 
-* OnePasswordItem: create/update/resume sync the Secret; delete removes it
-  (kopf adds our finalizer, ``onepassword.com/finalizer.secret``); a daemon per
-  item re-checks it every ``POLLING_INTERVAL``.
+* OnePasswordItem: create/update/resume sync the Secret (an update includes a
+  new ``opsync.io/force-sync`` annotation value: it syncs at once); delete
+  removes it (kopf adds our finalizer, ``onepassword.com/finalizer.secret``).
+* One :class:`~opsync.poller.Poller` per operator checks Connect every
+  ``POLLING_INTERVAL`` for items that changed, and syncs only those; the
+  handlers keep its list of targets current from the watch events.
 * Secrets labelled ``opsync.io/managed``: any edit or deletion is repaired from
   the last synced state within seconds, without asking Connect.
 * Deployments annotated ``operator.1password.io/item-path`` + ``item-name``:
   the official operator's annotation mode (polled like items). Deleting one
   deletes its Secret unless another Deployment uses it (then it only stops
   owning it); several annotated Deployments may share one Secret.
+* When a sync changes a Secret's data, the workloads that use it and opted in
+  are restarted (:mod:`opsync.restarts`), once per workload per change.
+
+kopf itself runs only in the replica that holds the leader Lease (see
+:func:`run_operator`), so exactly one replica writes and polls.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -25,14 +33,21 @@ from opsync import crd, desired, workloads
 from opsync.connect import ConnectClient, ConnectConfig
 from opsync.errors import KubeError
 from opsync.handlers import reporting
+from opsync.httpserver import OpsServer
 from opsync.kube import KubeApi, load_api_client
+from opsync.leader import LeaderElector, default_identity, default_lease_namespace
 from opsync.mapping import sanitize_secret_name
-from opsync.reconcile import Reconciler, Target, describe_failure
+from opsync.metrics import Metrics
+from opsync.poller import Poller, PollReport
+from opsync.reconcile import Failure, Fetched, Outcome, Reconciler, Target, describe_failure
+from opsync.restarts import Restarter, SecretChange
 from opsync.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_PREFIX = "opsync.io"
+FORCE_SYNC = "opsync.io/force-sync"
+"""Set this annotation of a OnePasswordItem to any new value to sync it at once."""
 _CR = (crd.GROUP, crd.VERSION, crd.PLURAL)
 _DEPLOYMENTS = ("apps", "v1", "deployments")
 
@@ -77,17 +92,71 @@ def deployment_target(body: Mapping[str, Any]) -> Target | None:
 
 
 async def sync_and_report(
-    reconciler: Reconciler, target: Target, *, body: Mapping[str, Any] | None, retry: int = 0
-) -> None:
+    memo: kopf.Memo,
+    target: Target,
+    *,
+    body: Mapping[str, Any] | None,
+    retry: int = 0,
+    fetched: Fetched | None = None,
+    raise_retryable: bool = True,
+) -> Outcome | Failure:
+    """Sync one target, record the result for the poller and metrics, report it as status and
+    Events. A retryable failure raises kopf.TemporaryError (for kopf's backoff) unless the
+    caller is the poller (``raise_retryable=False``), which retries at its next poll."""
+    reconciler: Reconciler = memo.reconciler
+    poller: Poller = memo.poller
+    metrics: Metrics = memo.metrics
     try:
-        outcome = await reconciler.sync(target)
+        outcome = await reconciler.sync(target, fetched=fetched)
     except Exception as exc:
         failure = describe_failure(exc, target)
         if failure.reason == "InternalError":
             logger.exception("sync of %s/%s failed unexpectedly", target.namespace, target.secret_name)
-        await reporting.report_failure(reconciler.kube, target, failure, body=body, retry=retry)
-        return
+        poller.record(target, failure)
+        metrics.sync_error(failure.reason)
+        try:
+            await reporting.report_failure(reconciler.kube, target, failure, body=body, retry=retry)
+        except kopf.TemporaryError:
+            if raise_retryable:
+                raise
+        return failure
+    poller.record(target, outcome)
+    if outcome.action in ("created", "updated"):
+        metrics.secret_written(outcome.action)
     await reporting.report_success(reconciler.kube, target, outcome, body=body)
+    return outcome
+
+
+async def restart_workloads(memo: kopf.Memo, changes: Sequence[tuple[Target, Outcome]]) -> None:
+    """Roll out the workloads using Secrets whose data changed (at most once per workload)."""
+    restarter: Restarter = memo.restarter
+    secret_changes = [
+        SecretChange(
+            namespace=target.namespace,
+            secret_name=target.secret_name,
+            fingerprint=workloads.data_fingerprint(outcome.data, salt=outcome.secret_uid or ""),
+            secret_annotations=outcome.secret_annotations,
+            owner=reporting.owner_ref(target),
+        )
+        for target, outcome in changes
+        if outcome.data_changed and outcome.data is not None
+    ]
+    if secret_changes:
+        await restarter.restart(secret_changes)
+
+
+async def sync_target(
+    memo: kopf.Memo,
+    target: Target,
+    *,
+    body: Mapping[str, Any] | None,
+    retry: int,
+    raise_retryable: bool = True,
+) -> None:
+    """A handler's sync: report, then restart the workloads if the data changed."""
+    result = await sync_and_report(memo, target, body=body, retry=retry, raise_retryable=raise_retryable)
+    if isinstance(result, Outcome):
+        await restart_workloads(memo, [(target, result)])
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -110,52 +179,101 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         )
         # opsync posts its own Events with vetted text; kopf's log-to-Event posting stays off.
         settings.posting.enabled = False
-        settings.peering.mandatory = False
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
-        connect = ConnectClient(memo.connect_config)
-        kube = KubeApi(load_api_client())
+        metrics: Metrics = memo.metrics
+        connect = ConnectClient(memo.connect_config, observer=metrics.connect_request)
+        kube: KubeApi = memo.kube
         memo.reconciler = Reconciler(
             connect=connect,
             kube=kube,
             allow_empty_values=config.allow_empty_values,
             copy_annotations=config.enable_annotations,
         )
+        memo.restarter = Restarter(
+            kube, default=config.auto_restart, on_restart=lambda done: metrics.restart(done.kind)
+        )
+
+        async def after_poll(changes: Sequence[tuple[Target, Outcome]]) -> None:
+            await restart_workloads(memo, changes)
+
+        async def poll_sync(
+            target: Target, body: Mapping[str, Any] | None, fetched: Fetched | None
+        ) -> Outcome | Failure:
+            return await sync_and_report(memo, target, body=body, fetched=fetched, raise_retryable=False)
+
+        def on_poll(report: PollReport, seconds: float, ok: bool) -> None:
+            metrics.poll(seconds, ok)
+            metrics.items_checked(report.checked)
+            metrics.items_changed(report.fetched)
+            metrics.set_tracked(len(memo.poller))
+            logger.debug(
+                "poll%s: %d vault(s) moved, %d listed, %d item(s) checked, %d read, %d synced",
+                " (full resync)" if report.full else "",
+                report.vaults_changed,
+                report.vaults_listed,
+                report.checked,
+                report.fetched,
+                len(report.synced),
+            )
+
+        memo.poller = Poller(
+            memo.reconciler,
+            poll_sync,
+            interval=config.polling_interval,
+            full_resync_every=config.full_resync_every,
+            after_poll=after_poll,
+            on_poll=on_poll,
+        )
+        memo.poller_stop = asyncio.Event()
+        memo.poller_task = asyncio.create_task(memo.poller.run(memo.poller_stop), name="opsync poller")
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
+        task: asyncio.Task[None] | None = getattr(memo, "poller_task", None)
+        if task is not None:
+            memo.poller_stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
         reconciler: Reconciler | None = getattr(memo, "reconciler", None)
         if reconciler is not None:
             await reconciler.connect.aclose()
-            reconciler.kube.close()
-
-    @kopf.on.probe(id="connect", registry=registry)
-    async def connect_configured(memo: kopf.Memo, **_: Any) -> str:
-        # Liveness must not depend on Connect: restarting opsync cannot fix Connect.
-        return str(memo.connect_config.host)
 
     # -- OnePasswordItem -------------------------------------------------------------------------
+
+    @kopf.on.event(*_CR, registry=registry)
+    async def track_item(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        # Keeps the poller's targets (and the bodies it reports status on) current, and syncs
+        # at once when the force-sync annotation takes a new value (kopf's update handlers do
+        # not see annotation changes: annotations are not part of what kopf compares).
+        uid = body["metadata"]["uid"]
+        if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+            memo.poller.forget(uid)
+            return
+        poller: Poller = memo.poller
+        before = poller.tracked(uid)
+        target = item_target(body)
+        poller.track(target, dict(body))
+        token = target.annotations.get(FORCE_SYNC)
+        if before is not None and token is not None and token != before.target.annotations.get(FORCE_SYNC):
+            logger.info("force-sync of OnePasswordItem %s/%s requested", target.namespace, target.owner.name)
+            await sync_target(memo, target, body=body, retry=0, raise_retryable=False)
 
     @kopf.on.resume(*_CR, registry=registry)
     @kopf.on.create(*_CR, registry=registry)
     @kopf.on.update(*_CR, registry=registry)
     async def sync_item(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        await sync_and_report(memo.reconciler, item_target(body), body=body, retry=retry)
+        target = item_target(body)
+        memo.poller.track(target, dict(body))
+        await sync_target(memo, target, body=body, retry=retry)
 
     @kopf.on.delete(*_CR, registry=registry)
     async def delete_item(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         target = item_target(body)
+        memo.poller.forget(target.owner.uid)
         reconciler: Reconciler = memo.reconciler
         if await reconciler.delete(target):
             logger.info("deleted Secret %s/%s with its OnePasswordItem", target.namespace, target.secret_name)
-
-    @kopf.daemon(*_CR, registry=registry, cancellation_timeout=5.0, initial_delay=config.polling_interval)
-    async def poll_item(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        reconciler: Reconciler = memo.reconciler
-        while not stopped:
-            with contextlib.suppress(kopf.TemporaryError):  # status says why; the next poll retries
-                await sync_and_report(reconciler, item_target(body), body=body)
-            await stopped.wait(config.polling_interval)
 
     # -- drift repair ----------------------------------------------------------------------------
 
@@ -176,6 +294,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             )
             return
         if outcome is not None and outcome.action != "unchanged":
+            memo.metrics.secret_written("restored")
             logger.info("restored Secret %s/%s after it was %s outside opsync", namespace, name, type.lower())
             owner = reconciler.owner_of(namespace, name)
             if owner is not None:
@@ -187,9 +306,17 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
                     message=f"Secret {name} was {type.lower()} outside opsync; restored it ({', '.join(outcome.changed) or 'recreated'})",
                 )
                 if owner.kind == crd.KIND:
-                    await _resync_if_failing(reconciler, namespace, owner)
+                    await _resync_if_failing(memo, namespace, owner)
 
     # -- Deployment annotation mode --------------------------------------------------------------
+
+    @kopf.on.event(*_DEPLOYMENTS, registry=registry)
+    async def track_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        target = deployment_target(body) if is_annotated_deployment(body) else None
+        if type == "DELETED" or target is None or body.get("metadata", {}).get("deletionTimestamp"):
+            memo.poller.forget(body["metadata"]["uid"])
+        else:
+            memo.poller.track(target)
 
     @kopf.on.resume(*_DEPLOYMENTS, when=is_annotated_deployment, registry=registry)
     @kopf.on.create(*_DEPLOYMENTS, when=is_annotated_deployment, registry=registry)
@@ -214,30 +341,13 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
                 message=f"annotate the Deployment with {desired.ITEM_NAME} to name the Secret for {desired.ITEM_PATH}",
             )
             return
-        await sync_and_report(reconciler, target, body=None, retry=retry)
-
-    @kopf.daemon(
-        *_DEPLOYMENTS,
-        when=is_annotated_deployment,
-        registry=registry,
-        cancellation_timeout=5.0,
-        initial_delay=config.polling_interval,
-    )
-    async def poll_deployment(
-        stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
-    ) -> None:
-        # The official poller refreshes annotation-mode Secrets too, not only those of items.
-        reconciler: Reconciler = memo.reconciler
-        while not stopped:
-            target = deployment_target(body)
-            if target is not None:
-                with contextlib.suppress(kopf.TemporaryError):  # Events say why; the next poll retries
-                    await sync_and_report(reconciler, target, body=None)
-            await stopped.wait(config.polling_interval)
+        memo.poller.track(target)
+        await sync_target(memo, target, body=None, retry=retry)
 
     @kopf.on.delete(*_DEPLOYMENTS, when=is_annotated_deployment, registry=registry)
     async def delete_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler = memo.reconciler
+        memo.poller.forget(body["metadata"]["uid"])
         target = deployment_target(body)
         if target is None:
             return
@@ -259,9 +369,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     return registry
 
 
-async def _resync_if_failing(reconciler: Reconciler, namespace: str, owner: desired.Owner) -> None:
+async def _resync_if_failing(memo: kopf.Memo, namespace: str, owner: desired.Owner) -> None:
     """After a drift repair, re-sync a OnePasswordItem that is not Ready (e.g. TypeChangeRefused,
     which deleting the Secret resolves), so its status does not keep reporting a fixed problem."""
+    reconciler: Reconciler = memo.reconciler
     try:
         body = await reconciler.kube.read_item(namespace, owner.name)
     except KubeError as exc:
@@ -272,8 +383,7 @@ async def _resync_if_failing(reconciler: Reconciler, namespace: str, owner: desi
     condition = reporting.ready_condition(body.get("status"))
     if condition is not None and condition.get("status") == "True":
         return
-    with contextlib.suppress(kopf.TemporaryError):  # status says why; kopf's own retries go on
-        await sync_and_report(reconciler, item_target(body), body=body)
+    await sync_and_report(memo, item_target(body), body=body, raise_retryable=False)
 
 
 def _placeholder(namespace: str, name: str) -> Target:
@@ -286,17 +396,79 @@ async def run_operator(
     *,
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
-) -> None:
-    """Run opsync until stopped: the body of ``opsync run``."""
-    namespaces = settings.watch_namespaces
-    await kopf.operator(
-        registry=build_registry(settings),
-        memo=kopf.Memo(connect_config=connect_config),
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=settings.standalone,
-        peering_name=settings.peering_name,
-        liveness_endpoint=settings.liveness_endpoint or None,
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
+) -> bool:
+    """Run opsync until stopped: the body of ``opsync run``. False when leadership was lost.
+
+    The health and metrics endpoints serve at once; kopf (and with it every
+    handler and the poller) starts only once this replica holds the leader
+    Lease, unless leader election is off. A leader that cannot renew its Lease
+    stops acting and returns False, so that the process exits and restarts as
+    a standby, as controller-runtime does.
+    """
+    stop = stop_flag or asyncio.Event()
+    metrics = Metrics()
+    kube = KubeApi(load_api_client())
+    ready = asyncio.Event()
+    server = OpsServer(
+        metrics=metrics,
+        metrics_address=settings.metrics_bind_address,
+        health_address=settings.health_probe_bind_address,
+        ready=ready.is_set,
     )
+    await server.start()
+    elector: LeaderElector | None = None
+    if settings.leader_election:
+        elector = LeaderElector(
+            kube,
+            namespace=settings.lease_namespace or default_lease_namespace(),
+            name=settings.lease_name,
+            identity=default_identity(),
+            duration=settings.lease_duration,
+            renew_deadline=settings.lease_duration * 2 / 3,
+            retry_period=settings.lease_duration * 2 / 15,
+        )
+    kopf_stop = asyncio.Event()
+    kopf_ready = asyncio.Event()
+    kept: asyncio.Task[bool] | None = None
+    try:
+        if elector is not None:
+            ready.set()  # a standby is healthy and ready; it just waits
+            if not await elector.acquire(stop):
+                return True
+            kept = asyncio.create_task(elector.keep(stop), name="opsync lease")
+            kept.add_done_callback(lambda _: kopf_stop.set())
+        metrics.set_leader(True)
+        relay = asyncio.create_task(_relay(stop, kopf_stop), name="opsync stop relay")
+        readiness = asyncio.create_task(_relay(kopf_ready, ready), name="opsync readiness")
+        if ready_flag is not None:
+            readiness.add_done_callback(lambda _: ready_flag.set())
+        try:
+            namespaces = settings.watch_namespaces
+            await kopf.operator(
+                registry=build_registry(settings),
+                memo=kopf.Memo(connect_config=connect_config, kube=kube, metrics=metrics),
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                standalone=True,  # one replica runs kopf at a time: the Lease decides which
+                stop_flag=kopf_stop,
+                ready_flag=kopf_ready,
+            )
+        finally:
+            relay.cancel()
+            readiness.cancel()
+            metrics.set_leader(False)
+        return kept is None or not kept.done() or kept.result()
+    finally:
+        if kept is not None and not kept.done():
+            kept.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await kept
+        if elector is not None:
+            await elector.release()
+        await server.stop()
+        kube.close()
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()

@@ -1,0 +1,65 @@
+"""Leader election: of two replicas sharing a Lease only one acts; the other takes over."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from opsync.connect import ConnectClient
+from tests.conftest import Cluster
+from tests.integration.conftest import (
+    VAULT,
+    ConnectProcess,
+    Kube,
+    eventually,
+    running_operator,
+    watched_namespace,
+)
+from tests.integration.test_operator import new_item, secret_ready
+
+
+def lease(api_client: client.ApiClient, name: str) -> dict[str, Any]:
+    body = client.CoordinationV1Api(api_client).read_namespaced_lease(name, "default")
+    return {"holder": body.spec.holder_identity, "transitions": body.spec.lease_transitions}
+
+
+async def test_only_the_leader_acts_and_a_standby_takes_over(
+    cluster: Cluster,
+    crds_installed: None,
+    connect_server: ConnectProcess,
+    api_client: client.ApiClient,
+    kube: Kube,
+    connect: ConnectClient,
+    tmp_path: Path,
+) -> None:
+    name = f"opsync-ha-{uuid.uuid4().hex[:8]}"
+    options: dict[str, Any] = {
+        "namespace_prefix": "opl-",
+        "env": {"OPSYNC_LEASE_NAME": name, "POLLING_INTERVAL": "1"},
+    }
+    item = await new_item(connect, password="ha")
+    with running_operator(cluster, connect_server, tmp_path / "a", **options) as leader:
+        held = lease(api_client, name)
+        assert held["holder"]
+        with (
+            running_operator(cluster, connect_server, tmp_path / "b", standby=True, **options) as standby,
+            watched_namespace(api_client, leader) as namespace,
+        ):
+            kube.create_item(namespace, "first", f"vaults/{VAULT}/items/{item.title}")
+            await eventually(lambda: secret_ready(kube, namespace, "first"))
+            assert standby.metric("opsync_leader") == 0
+            assert leader.metric("opsync_leader") == 1
+            assert standby.metric("opsync_polls_total") == 0
+            assert "OnePasswordItem" not in standby.logs()
+
+            leader.stop()  # a clean stop hands the Lease over at once
+            await eventually(lambda: "leading: holding Lease" in standby.logs(), within=20)
+            after = lease(api_client, name)
+            assert after["holder"] != held["holder"]
+            assert after["transitions"] == held["transitions"] + 1
+            kube.create_item(namespace, "second", f"vaults/{VAULT}/items/{item.title}")
+            await eventually(lambda: secret_ready(kube, namespace, "second"))
+            await eventually(lambda: standby.metric("opsync_polls_total") >= 1)
