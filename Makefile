@@ -9,8 +9,10 @@ BIN := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Extra arguments for `make bench`, e.g. ARGS="--items 100".
+ARGS ?=
 
-.PHONY: help venv bins lint typecheck crds check-crds unit test run clean
+.PHONY: help venv bins lint typecheck crds check-crds unit test bench run clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,11 +29,11 @@ bins: $(INSTALLED) ## find or build kube-apiserver, etcd, kubectl, helm (first b
 	$(BIN)/opsync controlplane bins
 
 lint: $(INSTALLED) ## ruff lint and format check
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 
-typecheck: $(INSTALLED) ## mypy --strict on the package
-	$(BIN)/mypy
+typecheck: $(INSTALLED) ## mypy --strict on the package and the benchmark
+	$(BIN)/mypy -p opsync -p bench
 
 crds: $(INSTALLED) ## regenerate crds/ from the pydantic models
 	$(BIN)/opsync crd > crds/onepassworditem.yaml
@@ -44,6 +46,9 @@ unit: $(INSTALLED) ## fast tests only (no control plane)
 
 test: bins lint typecheck check-crds ## everything CI runs: lint, types, CRD drift, the whole pytest suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(INSTALLED) bins ## measure Connect requests, latency, memory at 100 and 1000 items (ARGS="--items 100")
+	$(BIN)/python -m bench.run $(ARGS)
 
 # With KUBECONFIG and OP_CONNECT_HOST both set: the operator against that cluster and Connect.
 # Otherwise: the demo (local control plane + local Connect server + operator + examples/).

@@ -83,7 +83,11 @@ class OnePasswordItemStatus(_Model):
     )
     itemVersion: int | None = Field(default=None, description="The item version last written to the Secret.")
     lastSyncTime: str | None = Field(
-        default=None, description="When the Secret was last checked against the item."
+        default=None,
+        description=(
+            "When this status last changed, i.e. when opsync last found something new; "
+            "polls that find the item unchanged write nothing."
+        ),
     )
     observedGeneration: int | None = Field(default=None, description="The generation last reconciled.")
 

@@ -1,0 +1,945 @@
+"""``python -m bench.run`` (``make bench``): what opsync costs, measured on the project's own local parts.
+
+Why this exists: opsync's main promise over the official 1Password operator is
+to be cheap on the Connect API (one request per idle poll, a handful per
+changed item) while staying quick and small. This command measures those
+claims end to end, with the operator run exactly as a user runs it, and prints
+them as one table next to the official operator's modelled cost. It is a
+measurement, not a test: it asserts nothing and prints what it saw, with the
+targets beside it.
+
+For each N it starts a fresh local control plane
+(:class:`opsync.testing.controlplane.ControlPlane`) and a local Connect server
+(``opsync connect-server``) on generated data (N LOGIN items in V vaults),
+creates N OnePasswordItems (half by title, half by id), then starts
+``opsync run`` and measures:
+
+* cold start: seconds from the operator's start until all N are Ready, and the
+  Connect requests made meanwhile;
+* idle: Connect requests per poll over 3 polls, once every vault's version is
+  known, and how many Secrets and OnePasswordItems were written meanwhile;
+* one change: a field PATCHed through the Connect API right after a poll; the
+  seconds until the Secret holds the new value and the requests made for it
+  (until the next poll ends, the PATCH itself left out);
+* the operator's peak RSS (VmHWM) and CPU seconds.
+
+Connect requests are counted by the server (``opsync_connect_server_requests_total``),
+not by the operator, so nothing escapes the count. Values are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, cast
+
+import httpx
+import yaml
+from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
+
+from opsync import crd
+from opsync.testing.controlplane import ControlPlane, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_FILE = REPO / "crds" / "onepassworditem.yaml"
+
+PROBE_ENDPOINTS = frozenset({"/metrics", "/heartbeat", "/health"})
+CHANGED_FIELD = "host"  # the field the change step rewrites (a host name, not a secret)
+WARM_POLLS = 2  # polls after cold start before the idle count: every vault's version is then known
+IDLE_POLLS = 3
+CREATE_THREADS = 8
+READY_EVERY = 0.5
+SECRET_EVERY = 0.1
+
+# Targets, printed for reference.
+TARGET_IDLE = 1
+TARGET_CHANGE = 3
+TARGET_CHANGE_SLACK_S = 2.0
+TARGET_COLD_N = 1000
+TARGET_COLD_S = 60.0
+TARGET_RSS_MB = 150.0
+
+Counts = dict[tuple[str, str], int]
+"""Connect requests by (method, endpoint template)."""
+
+# Reads "<pgid>" (watch it) and "-<pgid>" (stopped cleanly, forget it) lines from a pipe only the
+# bench holds; when the pipe closes (the bench ended, even by SIGKILL) it kills what is left.
+_WATCHDOG = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line.startswith("-"):
+        groups.discard(int(line[1:]))
+    elif line:
+        groups.add(int(line))
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class BenchError(RuntimeError):
+    """A part did not start or did not reach the state the bench waits for; the message says which."""
+
+
+# -- generated data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """One LOGIN item in the Connect data and the OnePasswordItem that refers to it."""
+
+    index: int
+    vault_index: int
+    by_title: bool
+
+    @property
+    def vault_id(self) -> str:
+        return f"benchvault{self.vault_index:016d}"
+
+    @property
+    def vault_title(self) -> str:
+        return f"bench-vault-{self.vault_index:03d}"
+
+    @property
+    def item_id(self) -> str:
+        return f"benchitem{self.index:017d}"
+
+    @property
+    def title(self) -> str:
+        return f"bench-item-{self.index:05d}"
+
+    @property
+    def name(self) -> str:
+        """The OnePasswordItem's name, and so its Secret's."""
+        return f"item-{self.index:05d}"
+
+    @property
+    def item_path(self) -> str:
+        if self.by_title:
+            return f"vaults/{self.vault_title}/items/{self.title}"
+        return f"vaults/{self.vault_id}/items/{self.item_id}"
+
+
+def make_items(n: int, vaults: int) -> list[BenchItem]:
+    """``n`` items in ``vaults`` contiguous blocks of (nearly) equal size; every other one by title."""
+    return [BenchItem(index=i, vault_index=i * vaults // n, by_title=i % 2 == 0) for i in range(n)]
+
+
+def connect_data(items: Sequence[BenchItem], vaults: int) -> dict[str, Any]:
+    """The Connect server's data file: every item a LOGIN with a username, a password and a host."""
+    by_vault: dict[int, list[dict[str, Any]]] = {v: [] for v in range(vaults)}
+    for item in items:
+        by_vault[item.vault_index].append(
+            {
+                "id": item.item_id,
+                "title": item.title,
+                "category": "LOGIN",
+                "fields": [
+                    {
+                        "id": "username",
+                        "purpose": "USERNAME",
+                        "label": "username",
+                        "value": f"user{item.index}",
+                    },
+                    {
+                        "id": "password",
+                        "type": "CONCEALED",
+                        "purpose": "PASSWORD",
+                        "label": "password",
+                        "value": f"not-a-real-password-{item.index:05d}",
+                    },
+                    {"id": CHANGED_FIELD, "label": CHANGED_FIELD, "value": f"db-{item.index}.bench.example"},
+                ],
+            }
+        )
+    return {
+        "vaults": [
+            {"id": BenchItem(0, v, False).vault_id, "name": BenchItem(0, v, False).vault_title, "items": its}
+            for v, its in by_vault.items()
+        ]
+    }
+
+
+def official_requests_per_poll(items: Sequence[BenchItem], files: int = 0) -> int:
+    """The official operator's Connect requests per poll: 2+F per item by id, 4+F by title."""
+    return sum((4 if item.by_title else 2) + files for item in items)
+
+
+def request_delta(before: Counts, after: Counts) -> Counts:
+    """Requests made between two readings, without zeros."""
+    return {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+
+
+def total(counts: Mapping[tuple[str, str], int]) -> int:
+    return sum(counts.values())
+
+
+# -- child processes -----------------------------------------------------------------------------
+
+
+class Children:
+    """Child processes in sessions of their own, so Ctrl-C reaches only the bench, which stops them
+    in order; a watchdog kills whatever is left should the bench die without stopping them."""
+
+    def __init__(self) -> None:
+        self._watchdog: subprocess.Popen[str] | None = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE, text=True, start_new_session=True
+        )
+
+    def _tell(self, line: str) -> None:
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            self._watchdog.stdin.write(line + "\n")
+            self._watchdog.stdin.flush()
+
+    def spawn(
+        self, argv: list[str], log: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        with log.open("wb") as handle:
+            process = subprocess.Popen(
+                argv,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
+            )
+        self._tell(str(process.pid))
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes], *, gently: bool, timeout: float = 20.0) -> None:
+        """SIGTERM (``gently``, then SIGKILL after ``timeout``) or SIGKILL, and wait."""
+        if process.poll() is None:
+            if gently:
+                process.terminate()
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            else:
+                process.kill()
+        process.wait()
+        self._tell(f"-{process.pid}")
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            if self._watchdog.stdin is not None:
+                self._watchdog.stdin.close()
+            self._watchdog.wait(15)
+            self._watchdog = None
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        content = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(content[-lines:]) or "(empty log)"
+
+
+def opsync_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "opsync", *args]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any Connect or operator setting of the caller's, plus ``extra``."""
+    dropped = ("KUBECONFIG", "WATCH_NAMESPACE", "POLLING_INTERVAL", "AUTO_RESTART")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OP_CONNECT_", "OPSYNC_")) and key not in dropped
+    }
+    env.update(extra)
+    return env
+
+
+def scrape(http: httpx.Client, url: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of a Prometheus text endpoint as (name, labels, value)."""
+    response = http.get(url)
+    response.raise_for_status()
+    return [
+        (str(sample.name), dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    ]
+
+
+@dataclass
+class ConnectServer:
+    """``opsync connect-server`` as a subprocess, and a token for every vault."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    token: str
+    log: Path
+    http: httpx.Client
+
+    @classmethod
+    def start(cls, children: Children, directory: Path, data: Mapping[str, Any]) -> ConnectServer:
+        data_path = directory / "connect-data.yaml"
+        fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump(dict(data), handle, sort_keys=False)
+        port = free_port()
+        log = directory / "connect-server.log"
+        argv = opsync_argv("connect-server", "--data", str(data_path), "--port", str(port), "--quiet")
+        process = children.spawn(argv, log, clean_env())
+        url = f"http://127.0.0.1:{port}"
+        http = httpx.Client(timeout=30)
+        server = cls(process, url, "", log, http)
+        try:
+            server._wait_up()
+            token = subprocess.run(
+                opsync_argv("connect-server", "issue-token", "--data", str(data_path), "--all-vaults"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env=clean_env(),
+            )
+            if token.returncode != 0:
+                raise BenchError(f"issue-token failed: {token.stderr.strip()[-2000:]}")
+            server.token = token.stdout.strip()
+        except BaseException:
+            server.stop(children)
+            raise
+        return server
+
+    def _wait_up(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise BenchError(f"the Connect server exited ({self.process.returncode}):\n{tail(self.log)}")
+            try:
+                if self.http.get(f"{self.url}/heartbeat", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"the Connect server did not start within {timeout:.0f} s:\n{tail(self.log)}"
+                )
+            time.sleep(0.1)
+
+    def requests(self) -> Counts:
+        """The server's own request counter by (method, endpoint template), its probes left out."""
+        counts: Counts = {}
+        for name, labels, value in scrape(self.http, f"{self.url}/metrics"):
+            if name != "opsync_connect_server_requests_total" or labels["endpoint"] in PROBE_ENDPOINTS:
+                continue
+            key = (labels["method"], labels["endpoint"])
+            counts[key] = counts.get(key, 0) + int(value)
+        return counts
+
+    def patch_field(self, item: BenchItem, field_id: str, value: str) -> None:
+        """Replace one field's value through the Connect API (one PATCH)."""
+        response = self.http.patch(
+            f"{self.url}/v1/vaults/{item.vault_id}/items/{item.item_id}",
+            json=[{"op": "replace", "path": f"/fields/{field_id}/value", "value": value}],
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        if response.status_code != 200:
+            raise BenchError(f"PATCH of {item.title} answered {response.status_code}")
+
+    def stop(self, children: Children) -> None:
+        children.stop(self.process, gently=False)
+        self.http.close()
+
+
+@dataclass
+class Operator:
+    """``opsync run`` as a subprocess, and its /metrics."""
+
+    process: subprocess.Popen[bytes]
+    metrics_url: str
+    log: Path
+    http: httpx.Client
+
+    @classmethod
+    def start(
+        cls,
+        children: Children,
+        directory: Path,
+        *,
+        kubeconfig: Path,
+        connect: ConnectServer,
+        namespace: str,
+        interval: int,
+        log_level: str,
+    ) -> Operator:
+        port = free_port()
+        env = clean_env(
+            KUBECONFIG=str(kubeconfig),
+            OP_CONNECT_HOST=connect.url,
+            OP_CONNECT_TOKEN=connect.token,
+            WATCH_NAMESPACE=namespace,
+            POLLING_INTERVAL=str(interval),
+            OPSYNC_LEASE_NAME=f"opsync-bench-{uuid.uuid4().hex[:10]}",
+            PYTHONUNBUFFERED="1",
+        )
+        argv = opsync_argv(
+            "run",
+            "--log-level",
+            log_level,
+            "--metrics-bind-address",
+            f"127.0.0.1:{port}",
+            "--health-probe-bind-address",
+            "0",
+        )
+        log = directory / "operator.log"
+        process = children.spawn(argv, log, env)
+        return cls(process, f"http://127.0.0.1:{port}/metrics", log, httpx.Client(timeout=10))
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(
+                f"the operator exited ({self.process.returncode}); last lines of {self.log}:\n{tail(self.log)}"
+            )
+
+    def metric(self, name: str) -> float:
+        """The sum of every sample called ``name`` on the operator's /metrics."""
+        return sum(value for sample, _labels, value in scrape(self.http, self.metrics_url) if sample == name)
+
+    def polls(self) -> int:
+        return int(self.metric("opsync_polls_total"))
+
+    def wait_polls(self, count: int, timeout: float) -> int:
+        """Return as soon as ``count`` polls have ended (within 0.1 s of the last one's end)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            try:
+                polls = self.polls()
+            except httpx.TransportError:
+                polls = -1
+            if polls >= count:
+                return polls
+            if time.monotonic() > deadline:
+                raise BenchError(f"{count} polls had not ended after {timeout:.0f} s (now {polls})")
+            time.sleep(0.1)
+
+    def _proc(self, name: str) -> str:
+        return Path(f"/proc/{self.process.pid}/{name}").read_text()
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the most resident memory the process has had, in MiB."""
+        for line in self._proc("status").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise BenchError("no VmHWM in /proc/<pid>/status")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far (utime + stime of /proc/<pid>/stat)."""
+        fields = self._proc("stat").rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def problems(self) -> list[str]:
+        """The log's WARNING, ERROR and traceback lines."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+
+    def stop(self, children: Children) -> None:
+        children.stop(self.process, gently=True)
+        self.http.close()
+
+
+# -- Kubernetes ----------------------------------------------------------------------------------
+
+
+class Kube:
+    """The few Kubernetes calls the bench makes, through the kubernetes client."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        configuration = client.Configuration()
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=configuration
+        )
+        configuration.connection_pool_maxsize = CREATE_THREADS * 2
+        self.api = client.ApiClient(configuration)
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def close(self) -> None:
+        self.api.close()  # type: ignore[no-untyped-call]
+
+    def install_crd(self, timeout: float = 60.0) -> None:
+        ext = client.ApiextensionsV1Api(self.api)
+        for body in yaml.safe_load_all(CRD_FILE.read_text()):
+            if not body:
+                continue
+            name = body["metadata"]["name"]
+            ext.create_custom_resource_definition(body)
+            deadline = time.monotonic() + timeout
+            while True:
+                status = ext.read_custom_resource_definition(name).status
+                conditions = (status.conditions if status is not None else None) or []
+                if any(c.type == "Established" and c.status == "True" for c in conditions):
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"CRD {name} not Established after {timeout:.0f} s")
+                time.sleep(0.1)
+
+    def create_namespace(self, name: str) -> None:
+        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+    def _create_item(self, namespace: str, item: BenchItem, timeout: float = 30.0) -> None:
+        body = {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": item.name},
+            "spec": {"itemPath": item.item_path},
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.custom.create_namespaced_custom_object(
+                    crd.GROUP, crd.VERSION, namespace, crd.PLURAL, body
+                )
+                return
+            except client.ApiException as exc:  # a CRD just Established may not be served yet
+                if exc.status != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def create_items(self, namespace: str, items: Sequence[BenchItem]) -> None:
+        with ThreadPoolExecutor(CREATE_THREADS) as pool:
+            for future in [pool.submit(self._create_item, namespace, item) for item in items]:
+                future.result()
+
+    def _list_items(self, namespace: str) -> dict[str, Any]:
+        listing = self.custom.list_namespaced_custom_object(crd.GROUP, crd.VERSION, namespace, crd.PLURAL)
+        return cast(dict[str, Any], listing)
+
+    def readiness(self, namespace: str) -> tuple[int, dict[str, int]]:
+        """How many OnePasswordItems are Ready=True, and the others counted by condition reason."""
+        listing = self._list_items(namespace)
+        ready = 0
+        waiting: dict[str, int] = {}
+        for obj in listing.get("items") or []:
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            condition = next((c for c in conditions if c.get("type") == "Ready"), None)
+            if condition is not None and condition.get("status") == "True":
+                ready += 1
+            else:
+                reason = "no condition" if condition is None else str(condition.get("reason") or "-")
+                waiting[reason] = waiting.get(reason, 0) + 1
+        return ready, waiting
+
+    def resource_versions(self, namespace: str) -> dict[str, str]:
+        """``kind/name`` → resourceVersion of every Secret and OnePasswordItem in ``namespace``."""
+        versions = {
+            f"Secret/{secret.metadata.name}": str(secret.metadata.resource_version)
+            for secret in self.core.list_namespaced_secret(namespace).items
+            if secret.metadata is not None
+        }
+        listing = self._list_items(namespace)
+        for obj in listing.get("items") or []:
+            versions[f"{crd.KIND}/{obj['metadata']['name']}"] = str(obj["metadata"]["resourceVersion"])
+        return versions
+
+    def secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        value = (secret.data or {}).get(key)
+        return None if value is None else base64.b64decode(value)
+
+
+# -- one scenario --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What one run with N items measured."""
+
+    n: int
+    vaults: int
+    interval: int
+    cold_start_s: float
+    cold_requests: Counts
+    polls_in_cold_start: int
+    idle_polls: int
+    idle_requests: Counts
+    idle_writes: int
+    change_by_title: bool
+    change_requests: Counts
+    change_s: float | None
+    rss_mb: float
+    cpu_s: float
+    problems: list[str]
+    by_title: int
+    official_per_poll: int
+
+    @property
+    def per_idle_poll(self) -> float:
+        return total(self.idle_requests) / self.idle_polls
+
+
+def say(out: IO[str], text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]) -> Result:
+    """Everything for one N, on fresh parts that are stopped however this ends."""
+    started = time.monotonic()
+
+    def step(text: str) -> None:
+        say(out, f"  [N={n} {time.monotonic() - started:6.1f} s] {text}")
+
+    directory.mkdir(parents=True, exist_ok=True)
+    items = make_items(n, args.vaults)
+    namespace = f"bench-{n}"
+    with ExitStack() as stack:
+        children = Children()
+        stack.callback(children.close)
+        plane = ControlPlane(start_timeout=120)
+        plane.start()
+        stack.callback(plane.stop)
+        step(f"control plane up at {plane.url}")
+        kube = Kube(plane.kubeconfig)
+        stack.callback(kube.close)
+        connect = ConnectServer.start(children, directory, connect_data(items, args.vaults))
+        stack.callback(connect.stop, children)
+        step(f"Connect server up at {connect.url} ({n} items in {args.vaults} vaults)")
+        kube.install_crd()
+        kube.create_namespace(namespace)
+        kube.create_items(namespace, items)
+        step(f"{n} OnePasswordItems created in namespace {namespace}")
+
+        # 1. cold start
+        before = connect.requests()
+        t0 = time.monotonic()
+        operator = Operator.start(
+            children,
+            directory,
+            kubeconfig=plane.kubeconfig,
+            connect=connect,
+            namespace=namespace,
+            interval=args.interval,
+            log_level=args.operator_log_level,
+        )
+        stack.callback(operator.stop, children)
+        while True:
+            operator.check()
+            ready, waiting = kube.readiness(namespace)
+            now = time.monotonic()
+            if ready == n:
+                break
+            if now - t0 > args.timeout:
+                raise BenchError(f"only {ready}/{n} Ready after {args.timeout:.0f} s; the others: {waiting}")
+            time.sleep(max(0.0, READY_EVERY - (time.monotonic() - now)))
+        cold_start_s = time.monotonic() - t0
+        cold_requests = request_delta(before, connect.requests())
+        polls_at_ready = operator.wait_polls(0, timeout=30)
+        step(f"all {n} Ready after {cold_start_s:.1f} s, {total(cold_requests)} Connect requests")
+
+        # 2. idle: start counting right after a poll ends, once every vault's version is known
+        poll_wait = args.interval * 3 + 60
+        polls = operator.wait_polls(polls_at_ready + WARM_POLLS, timeout=poll_wait * WARM_POLLS)
+        before = connect.requests()
+        versions_before = kube.resource_versions(namespace)
+        polls = operator.wait_polls(polls + IDLE_POLLS, timeout=poll_wait * IDLE_POLLS)
+        idle_requests = request_delta(before, connect.requests())
+        versions_after = kube.resource_versions(namespace)
+        idle_writes = sum(1 for key, rv in versions_after.items() if versions_before.get(key) != rv)
+        step(f"idle: {total(idle_requests)} Connect requests in {IDLE_POLLS} polls, {idle_writes} writes")
+
+        # 3. one change, right after a poll ended (the idle count ends with one)
+        changed = items[0]
+        new_value = f"db-{changed.index}-{uuid.uuid4().hex[:8]}.bench.example"
+        before = connect.requests()
+        connect.patch_field(changed, CHANGED_FIELD, new_value)
+        patched = time.monotonic()
+        change_s: float | None = None
+        change_requests: Counts | None = None
+        deadline = patched + poll_wait
+        while change_s is None or change_requests is None:
+            operator.check()
+            if (
+                change_s is None
+                and kube.secret_value(namespace, changed.name, CHANGED_FIELD) == new_value.encode()
+            ):
+                change_s = time.monotonic() - patched
+            if change_requests is None and operator.polls() > polls:
+                change_requests = request_delta(before, connect.requests())
+            if time.monotonic() > deadline:
+                break
+            time.sleep(SECRET_EVERY)
+        if change_requests is None:
+            change_requests = request_delta(before, connect.requests())
+        patch_key = next((key for key in change_requests if key[0] == "PATCH"), None)
+        if patch_key is not None:  # the bench's own PATCH
+            change_requests[patch_key] -= 1
+            change_requests = {key: count for key, count in change_requests.items() if count}
+        shown = f"{change_s:.1f} s" if change_s is not None else f"not within {poll_wait} s"
+        step(f"one change: Secret updated after {shown}, {total(change_requests)} Connect requests")
+
+        return Result(
+            n=n,
+            vaults=args.vaults,
+            interval=args.interval,
+            cold_start_s=cold_start_s,
+            cold_requests=cold_requests,
+            polls_in_cold_start=polls_at_ready,
+            idle_polls=IDLE_POLLS,
+            idle_requests=idle_requests,
+            idle_writes=idle_writes,
+            change_by_title=changed.by_title,
+            change_requests=change_requests,
+            change_s=change_s,
+            rss_mb=operator.peak_rss_mb(),
+            cpu_s=operator.cpu_seconds(),
+            problems=operator.problems(),
+            by_title=sum(1 for item in items if item.by_title),
+            official_per_poll=official_requests_per_poll(items),
+        )
+    raise AssertionError("unreachable")  # pragma: no cover  (ExitStack does not swallow exceptions)
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> str:
+    """Plain text, every column right-aligned to its widest cell."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join(
+        indent + "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    )
+
+
+def format_counts(counts: Mapping[tuple[str, str], int]) -> str:
+    if not counts:
+        return "none"
+    return ", ".join(f"{method} {endpoint} x{count}" for (method, endpoint), count in sorted(counts.items()))
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(results: Sequence[Result], interval: int) -> str:
+    per_hour = 3600 / interval
+    lines = [
+        "opsync, measured (Connect requests counted by the Connect server):",
+        format_table(
+            [
+                "N",
+                "V",
+                "cold start s",
+                "cold reqs",
+                "reqs/idle poll",
+                "reqs/change",
+                "change->Secret s",
+                "peak RSS MB",
+                "CPU s",
+                "idle k8s writes",
+            ],
+            [
+                [
+                    str(r.n),
+                    str(r.vaults),
+                    f"{r.cold_start_s:.1f}",
+                    str(total(r.cold_requests)),
+                    f"{r.per_idle_poll:.2f}",
+                    str(total(r.change_requests)),
+                    f"{r.change_s:.1f}" if r.change_s is not None else "timeout",
+                    f"{r.rss_mb:.0f}",
+                    f"{r.cpu_s:.1f}",
+                    str(r.idle_writes),
+                ]
+                for r in results
+            ],
+            "  ",
+        ),
+        "",
+        f"Official 1Password operator, modelled (2+F requests per item by id, 4+F by title, every poll; "
+        f"F=0 here), POLLING_INTERVAL={interval}:",
+        format_table(
+            ["N", "by id", "by title", "reqs/poll", "reqs/hour", "opsync idle reqs/hour"],
+            [
+                [
+                    str(r.n),
+                    str(r.n - r.by_title),
+                    str(r.by_title),
+                    str(r.official_per_poll),
+                    f"{r.official_per_poll * per_hour:.0f}",
+                    f"{r.per_idle_poll * per_hour:.0f}",
+                ]
+                for r in results
+            ],
+            "  ",
+        ),
+        "",
+        "Targets:",
+    ]
+    target_rows: list[list[str]] = []
+    for r in results:
+        change_limit = interval + TARGET_CHANGE_SLACK_S
+        cold = (
+            f"{verdict(r.cold_start_s <= TARGET_COLD_S)} ({r.cold_start_s:.1f} s)"
+            if r.n == TARGET_COLD_N
+            else "-"
+        )
+        target_rows.append(
+            [
+                str(r.n),
+                f"{verdict(r.per_idle_poll <= TARGET_IDLE)} ({r.per_idle_poll:.2f})",
+                f"{verdict(total(r.change_requests) <= TARGET_CHANGE)} ({total(r.change_requests)})",
+                f"{verdict(r.change_s is not None and r.change_s <= change_limit)} "
+                f"({'timeout' if r.change_s is None else f'{r.change_s:.1f} s'})",
+                cold,
+                f"{verdict(r.rss_mb <= TARGET_RSS_MB)} ({r.rss_mb:.0f} MB)",
+            ]
+        )
+    lines.append(
+        format_table(
+            [
+                "N",
+                f"idle <= {TARGET_IDLE} req/poll",
+                f"change <= {TARGET_CHANGE} (+files) reqs",
+                f"Secret <= {interval + TARGET_CHANGE_SLACK_S:.0f} s",
+                f"{TARGET_COLD_N} Ready <= {TARGET_COLD_S:.0f} s",
+                f"RSS <= {TARGET_RSS_MB:.0f} MB",
+            ],
+            target_rows,
+            "  ",
+        )
+    )
+    lines += ["", "Details:"]
+    for r in results:
+        ref = "by title" if r.change_by_title else "by id"
+        lines += [
+            f"  N={r.n}: cold start {format_counts(r.cold_requests)} ({r.polls_in_cold_start} polls ended by then)",
+            f"  N={r.n}: idle ({r.idle_polls} polls) {format_counts(r.idle_requests)}",
+            f"  N={r.n}: one change (item {ref}) {format_counts(r.change_requests)}",
+            f"  N={r.n}: operator log: {len(r.problems)} warning/error lines",
+            *(f"      {line[:200]}" for line in r.problems[:5]),
+        ]
+    return "\n".join(lines)
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def item_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of item counts, e.g. 100,1000") from None
+    if not counts or any(count < 1 for count in counts):
+        raise argparse.ArgumentTypeError("item counts must be positive")
+    return counts
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("a positive integer")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Measure opsync's Connect requests, latency and memory against a local control plane "
+        "and a local Connect server, and print one table.",
+    )
+    parser.add_argument(
+        "--items", type=item_counts, default=[100, 1000], help="item counts N (default 100,1000)"
+    )
+    parser.add_argument("--vaults", type=positive_int, default=10, help="vaults V (default 10)")
+    parser.add_argument(
+        "--interval", type=positive_int, default=10, help="POLLING_INTERVAL in s (default 10)"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="cold start limit in s (default 300)")
+    parser.add_argument(
+        "--operator-log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="the operator's --log-level (default warning)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (data files and logs)")
+    args = parser.parse_args(argv)
+    if any(n < args.vaults for n in args.items):
+        parser.error("every item count must be at least --vaults")
+    return args
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = sys.stdout
+    signal.signal(signal.SIGTERM, _interrupt)
+    work = Path(tempfile.mkdtemp(prefix="opsync-bench-"))
+    load_start = os.getloadavg()
+    started = time.monotonic()
+    say(
+        out,
+        f"opsync bench: N={','.join(map(str, args.items))} OnePasswordItems in {args.vaults} vaults, "
+        f"POLLING_INTERVAL={args.interval} s; {os.cpu_count()} CPUs, "
+        f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}",
+    )
+    results: list[Result] = []
+    code = 0
+    try:
+        for n in args.items:
+            result = run_scenario(n, args, work / f"n{n}", out)
+            results.append(result)
+    except KeyboardInterrupt:
+        say(out, "interrupted; everything started was stopped")
+        code = 130
+    except (BenchError, client.ApiException, httpx.HTTPError, OSError) as exc:
+        say(out, f"bench failed: {exc}")
+        code = 1
+    finally:
+        if args.keep:
+            say(out, f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    load_end = os.getloadavg()
+    if results:
+        say(out, "")
+        say(out, report(results, args.interval))
+    say(
+        out,
+        f"\nwall time {time.monotonic() - started:.0f} s; load average at the end "
+        f"{load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} ({os.cpu_count()} CPUs"
+        f"{'; timings may be inflated by other work' if max(load_start[0], load_end[0]) > 1.0 else ''})",
+    )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
