@@ -409,9 +409,11 @@ class Operator:
         return cls(process, f"http://127.0.0.1:{port}/metrics", log, httpx.Client(timeout=10))
 
     def check(self) -> None:
-        if self.process.poll() is not None:
+        code = self.process.poll()
+        if code is not None:
+            hint = " (0: it was asked to stop, by a signal from outside the bench)" if code == 0 else ""
             raise BenchError(
-                f"the operator exited ({self.process.returncode}); last lines of {self.log}:\n{tail(self.log)}"
+                f"the operator exited with code {code}{hint}; last lines of {self.log}:\n{tail(self.log)}"
             )
 
     def metric(self, name: str) -> float:
@@ -439,12 +441,12 @@ class Operator:
     def _proc(self, name: str) -> str:
         return Path(f"/proc/{self.process.pid}/{name}").read_text()
 
-    def peak_rss_mb(self) -> float:
-        """VmHWM: the most resident memory the process has had, in MiB."""
+    def memory_mb(self, field: str) -> float:
+        """A memory line of /proc/<pid>/status in MiB: VmHWM (peak resident) or VmRSS (resident now)."""
         for line in self._proc("status").splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise BenchError("no VmHWM in /proc/<pid>/status")
+        raise BenchError(f"no {field} in /proc/<pid>/status")
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far (utime + stime of /proc/<pid>/stat)."""
@@ -589,6 +591,7 @@ class Result:
     change_requests: Counts
     change_s: float | None
     rss_mb: float
+    rss_end_mb: float
     cpu_s: float
     problems: list[str]
     by_title: int
@@ -609,7 +612,8 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
     started = time.monotonic()
 
     def step(text: str) -> None:
-        say(out, f"  [N={n} {time.monotonic() - started:6.1f} s] {text}")
+        load = os.getloadavg()[0]
+        say(out, f"  [N={n} {time.monotonic() - started:6.1f} s, load {load:.2f}] {text}")
 
     directory.mkdir(parents=True, exist_ok=True)
     items = make_items(n, args.vaults)
@@ -712,7 +716,8 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
             change_by_title=changed.by_title,
             change_requests=change_requests,
             change_s=change_s,
-            rss_mb=operator.peak_rss_mb(),
+            rss_mb=operator.memory_mb("VmHWM"),
+            rss_end_mb=operator.memory_mb("VmRSS"),
             cpu_s=operator.cpu_seconds(),
             problems=operator.problems(),
             by_title=sum(1 for item in items if item.by_title),
@@ -838,6 +843,7 @@ def report(results: Sequence[Result], interval: int) -> str:
             f"  N={r.n}: cold start {format_counts(r.cold_requests)} ({r.polls_in_cold_start} polls ended by then)",
             f"  N={r.n}: idle ({r.idle_polls} polls) {format_counts(r.idle_requests)}",
             f"  N={r.n}: one change (item {ref}) {format_counts(r.change_requests)}",
+            f"  N={r.n}: operator memory: peak RSS (VmHWM) {r.rss_mb:.0f} MB, RSS at the end {r.rss_end_mb:.0f} MB",
             f"  N={r.n}: operator log: {len(r.problems)} warning/error lines",
             *(f"      {line[:200]}" for line in r.problems[:5]),
         ]

@@ -248,7 +248,11 @@ class Poller:
         changed: list[tuple[Target, Outcome]],
     ) -> None:
         target = entry.target
-        result = await self._sync(target, entry.body, fetched)
+        try:
+            result = await self._sync(target, entry.body, fetched)
+        except Exception:  # e.g. a status write failed: the other targets still get their turn
+            logger.exception("poll: syncing %s/%s failed", target.namespace, target.secret_name)
+            return
         self.record(target, result)
         report.synced.append((target, result))
         if isinstance(result, Outcome) and result.data_changed:

@@ -100,6 +100,13 @@ def _run(args: argparse.Namespace) -> int:
         settings.polling_interval,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        if not asyncio.run(run_operator(settings, connect_config)):
-            return 1  # leadership lost: exit so that Kubernetes restarts this replica as a standby
+        try:
+            if not asyncio.run(run_operator(settings, connect_config)):
+                return 1  # leadership lost: exit so that Kubernetes restarts this replica as a standby
+        except OSError as exc:  # a metrics or probe port in use
+            sys.stderr.write(
+                f"error: {exc}; choose another --metrics-bind-address / --health-probe-bind-address "
+                "(0 turns one off)\n"
+            )
+            return 2
     return 0

@@ -63,3 +63,33 @@ async def test_only_the_leader_acts_and_a_standby_takes_over(
             kube.create_item(namespace, "second", f"vaults/{VAULT}/items/{item.title}")
             await eventually(lambda: secret_ready(kube, namespace, "second"))
             await eventually(lambda: standby.metric("opsync_polls_total") >= 1)
+
+
+def test_a_taken_metrics_port_stops_start_up_with_one_message(
+    cluster: Cluster, connect_server: ConnectProcess
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "opsync", "run", "--metrics-bind-address", f"127.0.0.1:{port}"],
+            env={
+                **os.environ,
+                "KUBECONFIG": str(cluster.kubeconfig),
+                "OP_CONNECT_HOST": connect_server.url,
+                "OP_CONNECT_TOKEN": connect_server.token,
+                "OPSYNC_HEALTH_PROBE_BIND_ADDRESS": "0",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr and "--metrics-bind-address" in result.stderr
+    assert "Traceback" not in result.stderr

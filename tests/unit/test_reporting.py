@@ -233,3 +233,42 @@ async def test_a_deployment_gets_events_but_no_status(clock: list[str]) -> None:
     await reporting.report_failure(kube, target, failure, body=None, retry=0)  # type: ignore[arg-type]
     assert [r for _, r, _ in kube.events] == ["SecretSynced", "ItemNotFound"]
     assert kube.patches == []
+
+
+# -- the official operator's CRD, which prunes all but type, status, message, lastTransitionTime --
+
+
+def pruned(status: Mapping[str, Any]) -> dict[str, Any]:
+    """What the API server keeps of ``status`` under the official CRD's schema."""
+    keep = ("type", "status", "message", "lastTransitionTime")
+    return {"conditions": [{k: c[k] for k in keep if k in c} for c in status["conditions"]]}
+
+
+async def test_under_the_official_crd_a_steady_item_is_not_rewritten(clock: list[str]) -> None:
+    kube = FakeKube()
+    unchanged = Outcome("unchanged", OUTCOME.resolved_path, OUTCOME.item_version)
+    await reporting.report_success(kube, TARGET, unchanged, body=body(None))  # type: ignore[arg-type]
+    (stored,) = kube.patches
+    clock.append(T1)
+    again = FakeKube()
+    await reporting.report_success(again, TARGET, unchanged, body=body(pruned(stored)))  # type: ignore[arg-type]
+    assert again.patches == [] and again.events == []
+
+
+async def test_under_the_official_crd_a_repeated_failure_posts_one_warning(clock: list[str]) -> None:
+    kube = FakeKube()
+    failure = Failure("ItemNotFound", "no item", retryable=False)
+    await reporting.report_failure(kube, TARGET, failure, body=body(pruned(ready_status())), retry=0)  # type: ignore[arg-type]
+    (stored,) = kube.patches
+    again = FakeKube()
+    await reporting.report_failure(again, TARGET, failure, body=body(pruned(stored)), retry=1)  # type: ignore[arg-type]
+    assert again.events == [] and again.patches == []
+    other = FakeKube()
+    await reporting.report_failure(
+        other,
+        TARGET,
+        Failure("VaultNotFound", "no vault", retryable=False),
+        body=body(pruned(stored)),
+        retry=0,
+    )  # type: ignore[arg-type]
+    assert [r for _, r, _ in other.events] == ["VaultNotFound"] and len(other.patches) == 1

@@ -251,11 +251,12 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             memo.poller.forget(uid)
             return
         poller: Poller = memo.poller
-        before = poller.tracked(uid)
+        known = poller.tracked(uid)
+        previous = known.target.annotations.get(FORCE_SYNC) if known is not None else None
         target = item_target(body)
         poller.track(target, dict(body))
         token = target.annotations.get(FORCE_SYNC)
-        if before is not None and token is not None and token != before.target.annotations.get(FORCE_SYNC):
+        if known is not None and token is not None and token != previous:
             logger.info("force-sync of OnePasswordItem %s/%s requested", target.namespace, target.owner.name)
             await sync_target(memo, target, body=body, retry=0, raise_retryable=False)
 

@@ -22,6 +22,8 @@ from opsync.reconcile import Failure, Outcome, Target, success_message
 logger = logging.getLogger(__name__)
 
 READY = "Ready"
+_ALWAYS_KEPT = frozenset({"type", "status", "message", "lastTransitionTime"})
+"""The condition keys that even the official operator's CRD keeps."""
 MAX_RETRY_DELAY = 300.0
 
 
@@ -71,11 +73,36 @@ def new_status(
     if outcome is not None:
         status["itemPath"] = outcome.resolved_path
         status["itemVersion"] = outcome.item_version
-    comparable = {k: v for k, v in status.items() if k != "lastSyncTime"}
-    if comparable == {k: v for k, v in current.items() if k != "lastSyncTime"}:
+    if previous is not None and _shaped(status, current, previous) == _shaped(current, current, previous):
         return None
     status["lastSyncTime"] = now()
     return status
+
+
+def _shaped(status: Mapping[str, Any], current: Mapping[str, Any], condition: Mapping[str, Any]) -> Any:
+    """``status`` cut to the keys the stored status and its Ready condition have, without the clock.
+
+    The official operator's CRD (which a Helm upgrade keeps) has only ``conditions`` with
+    ``type``, ``status``, ``message`` and ``lastTransitionTime``: the API server prunes the
+    rest. Comparing only what survives keeps a steady item from being rewritten every time.
+    """
+    return (
+        {k: v for k, v in status.items() if k in current and k not in ("conditions", "lastSyncTime")},
+        [
+            {k: v for k, v in c.items() if k in condition or k in _ALWAYS_KEPT}
+            for c in status.get("conditions") or []
+        ],
+    )
+
+
+def _same_failure(previous: Mapping[str, Any] | None, failure: Failure) -> bool:
+    """Whether the stored condition already reports this failure (by reason; by message where
+    the official CRD pruned the reason)."""
+    if previous is None or previous.get("status") != "False":
+        return False
+    if "reason" in previous:
+        return bool(previous.get("reason") == failure.reason)
+    return bool(previous.get("message") == failure.message)
 
 
 def owner_ref(target: Target) -> ObjectRef:
@@ -119,11 +146,7 @@ async def report_failure(
     kube: KubeApi, target: Target, failure: Failure, *, body: Mapping[str, Any] | None, retry: int
 ) -> None:
     """Record the failure; raise kopf.TemporaryError when retrying can help."""
-    previous = ready_condition((body or {}).get("status"))
-    transition = (
-        previous is None or previous.get("status") != "False" or previous.get("reason") != failure.reason
-    )
-    if transition:
+    if not _same_failure(ready_condition((body or {}).get("status")), failure):
         await post(kube, owner_ref(target), type_="Warning", reason=failure.reason, message=failure.message)
     if body is not None and target.owner.kind == crd.KIND:
         status = new_status(
