@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Extra arguments for `make bench`, e.g. ARGS="--items 100".
 ARGS ?=
 
-.PHONY: help venv bins lint typecheck crds check-crds unit test bench run clean
+.PHONY: help venv bins lint typecheck crds chart-crd check-crds helm-lint unit test bench run clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,11 +35,20 @@ lint: $(INSTALLED) ## ruff lint and format check
 typecheck: $(INSTALLED) ## mypy --strict on the package and the benchmark
 	$(BIN)/mypy -p opsync -p bench
 
-crds: $(INSTALLED) ## regenerate crds/ from the pydantic models
+crds: $(INSTALLED) ## regenerate crds/ from the pydantic models (and the Helm chart's copy)
 	$(BIN)/opsync crd > crds/onepassworditem.yaml
+	$(MAKE) --no-print-directory chart-crd
 
-check-crds: $(INSTALLED) ## fail when crds/ differs from the models
+chart-crd: ## copy crds/onepassworditem.yaml into the Helm chart (helm/opsync/crds/)
+	cp crds/onepassworditem.yaml helm/opsync/crds/onepassworditem.yaml
+
+check-crds: $(INSTALLED) ## fail when crds/ differs from the models, or the chart's copy from crds/
 	diff -u crds/onepassworditem.yaml <($(BIN)/opsync crd)
+	diff -u crds/onepassworditem.yaml helm/opsync/crds/onepassworditem.yaml || \
+		{ echo "helm/opsync/crds/ is stale: run make chart-crd" >&2; exit 1; }
+
+helm-lint: bins ## helm lint the chart (helm/opsync)
+	"$$($(BIN)/opsync controlplane bins helm | cut -f2)" lint --strict helm/opsync
 
 unit: $(INSTALLED) ## fast tests only (no control plane)
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)

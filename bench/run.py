@@ -659,7 +659,7 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
             time.sleep(max(0.0, READY_EVERY - (time.monotonic() - now)))
         cold_start_s = time.monotonic() - t0
         cold_requests = request_delta(before, connect.requests())
-        polls_at_ready = operator.wait_polls(0, timeout=30)
+        polls_at_ready = operator.wait_polls(0, timeout=30)  # the polls ended so far
         step(f"all {n} Ready after {cold_start_s:.1f} s, {total(cold_requests)} Connect requests")
 
         # 2. idle: start counting right after a poll ends, once every vault's version is known
