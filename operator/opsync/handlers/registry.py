@@ -46,6 +46,7 @@ from opsync.settings import OperatorSettings
 logger = logging.getLogger(__name__)
 
 PROGRESS_PREFIX = "opsync.io"
+WORKER_LIMIT = 50
 FORCE_SYNC = "opsync.io/force-sync"
 """Set this annotation of a OnePasswordItem to any new value to sync it at once."""
 _CR = (crd.GROUP, crd.VERSION, crd.PLURAL)
@@ -179,6 +180,18 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         )
         # opsync posts its own Events with vetted text; kopf's log-to-Event posting stays off.
         settings.posting.enabled = False
+        # Exact namespace names (no globs): kopf need not list Namespaces nor watch CRDs, so
+        # opsync needs no cluster-scoped permission (the Helm chart's per-namespace Roles);
+        # otherwise kopf retries those requests' 403s for about a minute before it starts.
+        settings.scanning.disabled = bool(config.watch_namespaces) and not any(
+            set(pattern) & set("*?[!,") for pattern in config.watch_namespaces
+        )
+        # kopf starts a worker per object with no limit: at start-up with thousands of items that
+        # is thousands of syncs in flight at once, all waiting for the same Connect and API
+        # connections and each holding its bodies: peak memory with no gain in speed.
+        # A worker lingers idle_timeout seconds after its object's last event, holding its slot.
+        settings.batching.worker_limit = WORKER_LIMIT
+        settings.batching.idle_timeout = 0.5
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
         metrics: Metrics = memo.metrics
