@@ -54,6 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from opsync import crd
 from opsync.testing.controlplane import ControlPlane, free_port
+from opsync.testing.watchdog import GroupWatchdog
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO / "crds" / "onepassworditem.yaml"
@@ -76,24 +77,6 @@ TARGET_RSS_MB = 150.0
 
 Counts = dict[tuple[str, str], int]
 """Connect requests by (method, endpoint template)."""
-
-# Reads "<pgid>" (watch it) and "-<pgid>" (stopped cleanly, forget it) lines from a pipe only the
-# bench holds; when the pipe closes (the bench ended, even by SIGKILL) it kills what is left.
-_WATCHDOG = """
-import os, signal, sys
-groups = set()
-for line in sys.stdin:
-    line = line.strip()
-    if line.startswith("-"):
-        groups.discard(int(line[1:]))
-    elif line:
-        groups.add(int(line))
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
-"""
 
 
 class BenchError(RuntimeError):
@@ -201,14 +184,7 @@ class Children:
     in order; a watchdog kills whatever is left should the bench die without stopping them."""
 
     def __init__(self) -> None:
-        self._watchdog: subprocess.Popen[str] | None = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE, text=True, start_new_session=True
-        )
-
-    def _tell(self, line: str) -> None:
-        if self._watchdog is not None and self._watchdog.stdin is not None:
-            self._watchdog.stdin.write(line + "\n")
-            self._watchdog.stdin.flush()
+        self._watchdog = GroupWatchdog()
 
     def spawn(
         self, argv: list[str], log: Path, env: Mapping[str, str] | None = None
@@ -222,7 +198,7 @@ class Children:
                 env=dict(env) if env is not None else None,
                 start_new_session=True,
             )
-        self._tell(str(process.pid))
+        self._watchdog.watch(process.pid)
         return process
 
     def stop(self, process: subprocess.Popen[bytes], *, gently: bool, timeout: float = 20.0) -> None:
@@ -237,14 +213,10 @@ class Children:
             else:
                 process.kill()
         process.wait()
-        self._tell(f"-{process.pid}")
+        self._watchdog.forget(process.pid)
 
     def close(self) -> None:
-        if self._watchdog is not None:
-            if self._watchdog.stdin is not None:
-                self._watchdog.stdin.close()
-            self._watchdog.wait(15)
-            self._watchdog = None
+        self._watchdog.close()
 
 
 def tail(path: Path, lines: int = 30) -> str:

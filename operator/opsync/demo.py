@@ -38,6 +38,7 @@ from opsync.desired import ITEM_NAME, ITEM_PATH, ITEM_VERSION, MANAGED_LABEL
 from opsync.mapping import sanitize_secret_name
 from opsync.testing import binaries
 from opsync.testing.controlplane import ControlPlane, ControlPlaneError, free_port
+from opsync.testing.watchdog import GroupWatchdog
 
 NAMESPACE = "demo"
 POLLING_INTERVAL = 10
@@ -49,24 +50,6 @@ UPDATE_FIELD = "host"
 UPDATE_VALUE = "db-replica.demo.example"
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
-
-# Reads "<pgid>" (watch it) and "-<pgid>" (stopped cleanly, forget it) lines from a pipe only
-# the demo holds; when the pipe closes (the demo ended, even by SIGKILL) it kills what is left.
-_WATCHDOG = """
-import os, signal, sys
-groups = set()
-for line in sys.stdin:
-    line = line.strip()
-    if line.startswith("-"):
-        groups.discard(int(line[1:]))
-    elif line:
-        groups.add(int(line))
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
-"""
 
 
 class DemoError(RuntimeError):
@@ -293,7 +276,7 @@ class Demo:
     token_file: Path | None = field(default=None, init=False)
     metrics_port: int = field(default=0, init=False)
     children: list[_Child] = field(default_factory=list, init=False)
-    _watchdog: subprocess.Popen[str] | None = field(default=None, init=False)
+    _watchdog: GroupWatchdog = field(default_factory=GroupWatchdog, init=False)
 
     def say(self, text: str) -> None:
         self.out.write(text)
@@ -313,10 +296,6 @@ class Demo:
         self.kubectl_path = binaries.ensure(["kubectl"])["kubectl"]
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> _Child:
-        if self._watchdog is None:
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE, text=True, start_new_session=True
-            )
         log = self.run_dir / f"{name}.log"
         with log.open("wb") as handle:
             process = subprocess.Popen(
@@ -329,9 +308,7 @@ class Demo:
             )
         child = _Child(name, process, log)
         self.children.append(child)
-        assert self._watchdog.stdin is not None
-        self._watchdog.stdin.write(f"{process.pid}\n")
-        self._watchdog.stdin.flush()
+        self._watchdog.watch(process.pid)
         return child
 
     def start_connect_server(self) -> _Child:
@@ -511,15 +488,9 @@ class Demo:
         """Operator first, then the Connect server, then the control plane; nothing left running."""
         for child in reversed(self.children):
             _terminate(child.process)
-            if self._watchdog is not None and self._watchdog.stdin is not None:
-                self._watchdog.stdin.write(f"-{child.process.pid}\n")
-                self._watchdog.stdin.flush()
+            self._watchdog.forget(child.process.pid)
         self.children.clear()
-        if self._watchdog is not None:
-            if self._watchdog.stdin is not None:
-                self._watchdog.stdin.close()
-            self._watchdog.wait(15)
-            self._watchdog = None
+        self._watchdog.close()
         if self.plane is not None:
             self.plane.stop()
             self.plane = None
