@@ -263,12 +263,7 @@ class KubeApi:
     # -- Deployments -----------------------------------------------------------------------------
 
     async def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
-        result = await self._call(
-            f"listing Deployments in {namespace}", self._apps.list_namespaced_deployment, namespace
-        )
-        serialised = self._api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
-        items: list[dict[str, Any]] = serialised.get("items", [])
-        return items
+        return await self._list_apps(DEPLOYMENT, namespace, self._apps.list_namespaced_deployment)
 
     # -- Workloads (rollout restarts) ------------------------------------------------------------
 

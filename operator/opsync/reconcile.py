@@ -39,7 +39,7 @@ from opsync.errors import (
     SpecError,
     Unauthorized,
 )
-from opsync.kube import KubeApi
+from opsync.kube import KubeApi, ObjectRef
 from opsync.mapping import MappedItem, SecretData, Skipped, item_to_data
 from opsync.resolve import ItemPath, resolve
 from opsync.settings import parse_bool
@@ -64,6 +64,12 @@ class Target:
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.secret_name)
+
+    @property
+    def owner_ref(self) -> ObjectRef:
+        """The owner, as Events name it."""
+        owner = self.owner
+        return ObjectRef(owner.api_version, owner.kind, self.namespace, owner.name, owner.uid)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 from opsync import desired, workloads
 from opsync.errors import KubeError
 from opsync.kube import KubeApi, ObjectRef
+from opsync.reconcile import Outcome, Target
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,19 @@ class SecretChange:
     secret_annotations: Mapping[str, str] = field(default_factory=dict)
     owner: ObjectRef | None = None
     """The OnePasswordItem or annotated Deployment that owns the Secret: it gets an Event too."""
+
+    @classmethod
+    def of(cls, target: Target, outcome: Outcome) -> SecretChange | None:
+        """The change a sync made, if it changed the Secret's data; else None."""
+        if not outcome.data_changed or outcome.data is None:
+            return None
+        return cls(
+            namespace=target.namespace,
+            secret_name=target.secret_name,
+            fingerprint=workloads.data_fingerprint(outcome.data, salt=outcome.secret_uid or ""),
+            secret_annotations=outcome.secret_annotations,
+            owner=target.owner_ref,
+        )
 
 
 @dataclass(frozen=True)

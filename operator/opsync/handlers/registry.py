@@ -128,22 +128,12 @@ async def sync_and_report(
     return outcome
 
 
-async def restart_workloads(memo: kopf.Memo, changes: Sequence[tuple[Target, Outcome]]) -> None:
+async def restart_workloads(memo: kopf.Memo, synced: Sequence[tuple[Target, Outcome]]) -> None:
     """Roll out the workloads using Secrets whose data changed (at most once per workload)."""
-    restarter: Restarter = memo.restarter
-    secret_changes = [
-        SecretChange(
-            namespace=target.namespace,
-            secret_name=target.secret_name,
-            fingerprint=workloads.data_fingerprint(outcome.data, salt=outcome.secret_uid or ""),
-            secret_annotations=outcome.secret_annotations,
-            owner=reporting.owner_ref(target),
-        )
-        for target, outcome in changes
-        if outcome.data_changed and outcome.data is not None
-    ]
-    if secret_changes:
-        await restarter.restart(secret_changes)
+    changes = [change for target, outcome in synced if (change := SecretChange.of(target, outcome))]
+    if changes:
+        restarter: Restarter = memo.restarter
+        await restarter.restart(changes)
 
 
 async def sync_target(
@@ -314,7 +304,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             if owner is not None:
                 await reporting.post(
                     reconciler.kube,
-                    reporting.owner_ref(Target(owner, namespace, name, None)),
+                    Target(owner, namespace, name, None).owner_ref,
                     type_="Normal",
                     reason="DriftRepaired",
                     message=f"Secret {name} was {type.lower()} outside opsync; restored it ({', '.join(outcome.changed) or 'recreated'})",
@@ -342,14 +332,12 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             meta = body["metadata"]
             await reporting.post(
                 reconciler.kube,
-                reporting.owner_ref(
-                    Target(
-                        desired.Owner("apps/v1", "Deployment", meta["name"], meta["uid"]),
-                        meta["namespace"],
-                        "",
-                        None,
-                    )
-                ),
+                Target(
+                    desired.Owner("apps/v1", "Deployment", meta["name"], meta["uid"]),
+                    meta["namespace"],
+                    "",
+                    None,
+                ).owner_ref,
                 type_="Warning",
                 reason="MissingItemName",
                 message=f"annotate the Deployment with {desired.ITEM_NAME} to name the Secret for {desired.ITEM_PATH}",

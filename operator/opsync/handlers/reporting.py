@@ -105,11 +105,6 @@ def _same_failure(previous: Mapping[str, Any] | None, failure: Failure) -> bool:
     return bool(previous.get("message") == failure.message)
 
 
-def owner_ref(target: Target) -> ObjectRef:
-    owner = target.owner
-    return ObjectRef(owner.api_version, owner.kind, target.namespace, owner.name, owner.uid)
-
-
 async def post(kube: KubeApi, ref: ObjectRef, *, type_: str, reason: str, message: str) -> None:
     try:
         await kube.post_event(ref, type_=type_, reason=reason, message=message)
@@ -124,7 +119,7 @@ async def report_success(
 ) -> None:
     message = success_message(target, outcome)
     if outcome.action in ("created", "updated"):
-        await post(kube, owner_ref(target), type_="Normal", reason="SecretSynced", message=message)
+        await post(kube, target.owner_ref, type_="Normal", reason="SecretSynced", message=message)
     if body is None or target.owner.kind != crd.KIND:
         return
     previous = ready_condition(body.get("status"))
@@ -139,7 +134,7 @@ async def report_success(
     if status is not None:
         await kube.patch_item_status(target.namespace, target.owner.name, status)
     if previous is not None and previous.get("status") != "True":
-        await post(kube, owner_ref(target), type_="Normal", reason="Synced", message=message)
+        await post(kube, target.owner_ref, type_="Normal", reason="Synced", message=message)
 
 
 async def report_failure(
@@ -147,7 +142,7 @@ async def report_failure(
 ) -> None:
     """Record the failure; raise kopf.TemporaryError when retrying can help."""
     if not _same_failure(ready_condition((body or {}).get("status")), failure):
-        await post(kube, owner_ref(target), type_="Warning", reason=failure.reason, message=failure.message)
+        await post(kube, target.owner_ref, type_="Warning", reason=failure.reason, message=failure.message)
     if body is not None and target.owner.kind == crd.KIND:
         status = new_status(
             body.get("status"),
