@@ -226,9 +226,9 @@ def start_operator(
     )
     try:
         if standby:
-            assert _wait_log(operator, "standing by: another replica holds Lease"), operator.logs()[-3000:]
+            assert wait_log(operator, "standing by: another replica holds Lease"), operator.logs()[-3000:]
             return operator
-        assert _wait_log(operator, "Starting the watch-stream for namespaces.v1 cluster-wide"), (
+        assert wait_log(operator, "Starting the watch-stream for namespaces.v1 cluster-wide"), (
             operator.logs()[-3000:]
         )
         _wait_watching_new_namespaces(cluster, operator)
@@ -238,7 +238,7 @@ def start_operator(
     return operator
 
 
-def _wait_log(operator: OperatorProcess, line: str, timeout: float = 30) -> bool:
+def wait_log(operator: OperatorProcess, line: str, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while line not in operator.logs():
         assert operator.process.poll() is None, f"operator exited:\n{operator.logs()[-3000:]}"
@@ -262,7 +262,7 @@ def _wait_watching_new_namespaces(cluster: Cluster, operator: OperatorProcess) -
         for _attempt in range(10):
             probe = make_namespace(api, f"{operator.namespace_prefix}probe-")
             try:
-                if _wait_log(operator, f"onepassworditems.v1.onepassword.com in {probe!r}", timeout=3):
+                if wait_log(operator, f"onepassworditems.v1.onepassword.com in {probe!r}", timeout=3):
                     return
             finally:
                 core.delete_namespace(probe)

@@ -39,11 +39,12 @@ from tests.integration.conftest import (
     ConnectProcess,
     Kube,
     OperatorProcess,
-    _wait_log,
     eventually,
     make_namespace,
+    wait_log,
 )
-from tests.integration.test_rotation import new_item, set_field
+from tests.integration.test_operator import new_item
+from tests.integration.test_rotation import pod_spec, set_field, workload
 
 CHART = REPO / "helm" / "opsync"
 LAST_RESTARTED = "operator.1password.io/last-restarted"
@@ -262,7 +263,7 @@ def namespaced(
     try:
         for namespace in watched:
             started = f"Starting the watch-stream for onepassworditems.v1.onepassword.com in {namespace!r}"
-            assert _wait_log(operator, started), operator.logs()[-4000:]
+            assert wait_log(operator, started), operator.logs()[-4000:]
         yield Namespaced(release, watched, unwatched, operator)
     finally:
         operator.stop()
@@ -286,7 +287,7 @@ async def test_operator_with_the_chart_service_account_syncs_items(
     namespaced: Namespaced, kube: Kube, connect: ConnectClient
 ) -> None:
     title = f"helm-{uuid.uuid4().hex[:8]}"
-    await new_item(connect, title, username="helm", password="from-the-chart")
+    await new_item(connect, title=title, username="helm", password="from-the-chart")
     expected = {"username": b"helm", "password": b"from-the-chart"}
     for namespace in namespaced.watched:
         kube.create_item(namespace, "synced", f"vaults/{VAULT}/items/{title}")
@@ -315,11 +316,13 @@ async def test_annotation_mode_and_rollout_restarts_with_the_chart_rbac(
 ) -> None:
     namespace = namespaced.watched[0]
     title = f"helm-rotating-{uuid.uuid4().hex[:8]}"
-    item = await new_item(connect, title, password="one")
+    item = await new_item(connect, title=title, password="one")
     path = f"vaults/{VAULT}/items/{title}"
     # Annotation mode: kopf patches its finalizer onto the Deployment; opsync creates the Secret.
     annotated = {"operator.1password.io/item-path": path, "operator.1password.io/item-name": "annotated"}
-    kube.apps.create_namespaced_deployment(namespace, _workload("Deployment", "annotated", {}, annotated))
+    kube.apps.create_namespaced_deployment(
+        namespace, workload("Deployment", "annotated", pod_spec(), annotated)
+    )
     assert await eventually(lambda: kube.secret_data(namespace, "annotated"), within=60) == {
         "password": b"one"
     }
@@ -331,7 +334,7 @@ async def test_annotation_mode_and_rollout_restarts_with_the_chart_rbac(
         "password": b"one"
     }
     workloads = {
-        kind: _workload(kind, f"uses-{kind.lower()}", {"envFrom": [{"secretRef": {"name": "rotating"}}]})
+        kind: workload(kind, f"uses-{kind.lower()}", pod_spec("rotating", "envFrom"))
         for kind in ("Deployment", "StatefulSet", "DaemonSet")
     }
     kube.apps.create_namespaced_deployment(namespace, workloads["Deployment"])
@@ -395,11 +398,11 @@ async def test_everything_outside_the_role_is_forbidden(namespaced: Namespaced) 
         "read an unwatched Namespace": lambda: core.read_namespace(unwatched),
         "delete a watched Namespace": lambda: core.delete_namespace(watched),
         "create a Deployment": lambda: apps.create_namespaced_deployment(
-            watched, _workload("Deployment", "not-allowed", {})
+            watched, workload("Deployment", "not-allowed", pod_spec())
         ),
         "delete a Deployment": lambda: apps.delete_namespaced_deployment("annotated", watched),
         "update a Deployment": lambda: apps.replace_namespaced_deployment(
-            "annotated", watched, _workload("Deployment", "annotated", {})
+            "annotated", watched, workload("Deployment", "annotated", pod_spec())
         ),
         "list ConfigMaps": lambda: core.list_namespaced_config_map(watched),
         "create a Role": lambda: rbac.create_namespaced_role(
@@ -558,27 +561,3 @@ def test_connect_server_sidecar_commands_serve_the_data(helm_home: Path, tmp_pat
     finally:
         server.terminate()
         server.wait(10)
-
-
-# -- helpers --------------------------------------------------------------------------------------
-
-
-def _workload(
-    kind: str, name: str, container_extra: dict[str, Any], annotations: dict[str, str] | None = None
-) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": kind,
-        "metadata": {"name": name, "annotations": annotations or {}},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            **({"serviceName": name} if kind == "StatefulSet" else {}),
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [{"name": "app", "image": "registry.invalid/app:1", **container_extra}]
-                },
-            },
-        },
-    }

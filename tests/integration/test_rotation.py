@@ -30,11 +30,12 @@ from tests.integration.conftest import (
     start_connect,
     watched_namespace,
 )
-from tests.integration.test_operator import secret_ready
+from tests.integration.test_operator import new_item, secret_ready
 from tests.integration.test_restarts import install_rollout_crd
 
 PREFIX = "opc-"
 INTERVAL = 2.0
+FULL_RESYNC_EVERY = 3
 AUTO_RESTART = "operator.1password.io/auto-restart"
 LAST_RESTARTED = "operator.1password.io/last-restarted"
 RESTARTED_FOR = "opsync.io/restarted-for"
@@ -77,7 +78,7 @@ def change_operator(
         change_connect,
         Path(tmp_path_factory.mktemp("change-operator")),
         namespace_prefix=PREFIX,
-        env={"POLLING_INTERVAL": str(int(INTERVAL)), "OPSYNC_FULL_RESYNC_EVERY": "3"},
+        env={"POLLING_INTERVAL": str(int(INTERVAL)), "OPSYNC_FULL_RESYNC_EVERY": str(FULL_RESYNC_EVERY)},
     ) as process:
         yield process
 
@@ -92,20 +93,6 @@ def ns(api_client: client.ApiClient, change_operator: OperatorProcess) -> Iterat
 async def cc(change_connect: ConnectProcess) -> AsyncIterator[ConnectClient]:
     async with ConnectClient(change_connect.config()) as api:
         yield api
-
-
-async def new_item(connect: ConnectClient, title: str, **fields: str) -> FullItem:
-    (vault,) = await connect.find_vaults(VAULT)
-    assert vault.id is not None
-    item = FullItem.model_validate(
-        {
-            "title": title,
-            "category": "LOGIN",
-            "vault": {"id": vault.id},
-            "fields": [{"label": k, "value": v, "type": "STRING"} for k, v in fields.items()],
-        }
-    )
-    return await connect.create_item(vault.id, item)
 
 
 async def set_field(connect: ConnectClient, item: FullItem, label: str, value: str) -> None:
@@ -125,12 +112,18 @@ async def after_polls(operator: OperatorProcess, count: int) -> float:
     )
 
 
+def full_resyncs(polls: float, ended: float) -> int:
+    """Full resyncs among the polls numbered after ``polls`` up to ``ended`` (every third)."""
+    return sum(1 for n in range(int(polls) + 1, int(ended) + 1) if n % FULL_RESYNC_EVERY == 0)
+
+
 async def between_polls(operator: OperatorProcess) -> None:
     """Return just after a poll ended: the next starts about INTERVAL seconds later."""
     await after_polls(operator, 1)
 
 
-def pod_spec(secret: str, how: str) -> dict[str, Any]:
+def pod_spec(secret: str = "", how: str = "") -> dict[str, Any]:
+    """A pod spec using ``secret`` as ``how`` says (env, envFrom, volume, projected), or not at all."""
     container: dict[str, Any] = {"name": "app", "image": "registry.invalid/app:1"}
     volumes: list[dict[str, Any]] = []
     if how == "env":
@@ -210,8 +203,8 @@ def resource_versions(kube: Kube, namespace: str, names: list[str]) -> dict[str,
 async def test_an_idle_poll_is_one_request_and_no_write(
     change_operator: OperatorProcess, change_connect: ConnectProcess, ns: str, kube: Kube, cc: ConnectClient
 ) -> None:
-    by_title = await new_item(cc, "idle-by-title", password="a")
-    by_id = await new_item(cc, "idle-by-id", password="b")
+    by_title = await new_item(cc, title="idle-by-title", password="a")
+    by_id = await new_item(cc, title="idle-by-id", password="b")
     kube.create_item(ns, "idle-title", f"vaults/{VAULT}/items/{by_title.title}")
     kube.create_item(ns, "idle-id", f"vaults/{by_id.vault.id}/items/{by_id.id}")
     for name in ("idle-title", "idle-id"):
@@ -221,40 +214,37 @@ async def test_an_idle_poll_is_one_request_and_no_write(
     await between_polls(change_operator)
     polls, before = change_operator.polls(), change_connect.requests()
     versions = resource_versions(kube, ns, ["idle-title", "idle-id"])
-    # Stop just after a poll that is not a full resync (every third poll lists all vaults).
-    while True:
-        ended = await after_polls(change_operator, 1)
-        if (ended % 3) != 0 and ended - polls >= 2:
-            break
+    ended = await after_polls(change_operator, 3)
     delta = request_delta(before, change_connect.requests())
-    full_resyncs = sum(1 for n in range(int(polls) + 1, int(ended) + 1) if n % 3 == 0)
     idle = ended - polls
     assert delta.pop(("GET", "/v1/vaults")) == idle
     # A full resync lists each vault in use (one here) and reads nothing else.
-    assert delta == ({("GET", "/v1/vaults/{vaultUuid}/items"): full_resyncs} if full_resyncs else {})
+    resyncs = full_resyncs(polls, ended)
+    assert delta == ({("GET", "/v1/vaults/{vaultUuid}/items"): resyncs} if resyncs else {})
     assert resource_versions(kube, ns, ["idle-title", "idle-id"]) == versions
 
 
 async def test_a_change_costs_three_requests_and_reaches_the_secret_within_an_interval(
     change_operator: OperatorProcess, change_connect: ConnectProcess, ns: str, kube: Kube, cc: ConnectClient
 ) -> None:
-    item = await new_item(cc, "changing", password="v1")
+    item = await new_item(cc, title="changing", password="v1")
     kube.create_item(ns, "changing", f"vaults/{VAULT}/items/{item.title}")
     await eventually(lambda: secret_ready(kube, ns, "changing"))
     await after_polls(change_operator, 1)
     await between_polls(change_operator)
 
-    before = change_connect.requests()
+    polls, before = change_operator.polls(), change_connect.requests()
     changed_at = time.monotonic()
     await set_field(cc, item, "password", "v2")
     await eventually(lambda: kube.secret_data(ns, "changing") == {"password": b"v2"})
     latency = time.monotonic() - changed_at
-    await between_polls(change_operator)
+    ended = await after_polls(change_operator, 1)
     delta = request_delta(before, change_connect.requests())
 
     assert delta.pop(("PATCH", "/v1/vaults/{vaultUuid}/items/{itemUuid}")) == 1  # the test's own change
-    delta.pop(("GET", "/v1/vaults"))  # one per poll
-    delta.pop(("GET", "/v1/vaults/{vaultUuid}/items"), None)  # see below
+    assert delta.pop(("GET", "/v1/vaults")) == ended - polls  # one per poll
+    # One listing for the change; a full resync in the window lists the vault once more.
+    assert 1 <= delta.pop(("GET", "/v1/vaults/{vaultUuid}/items")) <= 1 + full_resyncs(polls, ended)
     assert delta == {("GET", "/v1/vaults/{vaultUuid}/items/{itemUuid}"): 1}
     assert latency <= INTERVAL * 1.1 + 2
     status = kube.item(ns, "changing")["status"]
@@ -264,7 +254,7 @@ async def test_a_change_costs_three_requests_and_reaches_the_secret_within_an_in
 async def test_a_changed_item_is_listed_once_and_read_once_for_two_secrets(
     change_operator: OperatorProcess, change_connect: ConnectProcess, ns: str, kube: Kube, cc: ConnectClient
 ) -> None:
-    item = await new_item(cc, "shared-item", password="v1")
+    item = await new_item(cc, title="shared-item", password="v1")
     kube.create_item(ns, "shared-a", f"vaults/{VAULT}/items/{item.title}")
     kube.create_item(ns, "shared-b", f"vaults/{item.vault.id}/items/{item.id}")
     for name in ("shared-a", "shared-b"):
@@ -277,16 +267,15 @@ async def test_a_changed_item_is_listed_once_and_read_once_for_two_secrets(
         await eventually(lambda name=name: kube.secret_data(ns, name) == {"password": b"v2"})
     ended = await after_polls(change_operator, 1)
     delta = request_delta(before, change_connect.requests())
-    full_resyncs = sum(1 for n in range(int(polls) + 1, int(ended) + 1) if n % 3 == 0)
     assert delta.pop(("GET", "/v1/vaults/{vaultUuid}/items/{itemUuid}")) == 1
     # Listed once for the change, plus once per full resync in the window.
-    assert delta.pop(("GET", "/v1/vaults/{vaultUuid}/items")) <= 1 + full_resyncs
+    assert delta.pop(("GET", "/v1/vaults/{vaultUuid}/items")) <= 1 + full_resyncs(polls, ended)
 
 
 async def test_the_ignore_tag_freezes_the_secret(
     change_operator: OperatorProcess, ns: str, kube: Kube, cc: ConnectClient
 ) -> None:
-    item = await new_item(cc, "frozen", password="v1")
+    item = await new_item(cc, title="frozen", password="v1")
     kube.create_item(ns, "frozen", f"vaults/{VAULT}/items/{item.title}")
     await eventually(lambda: secret_ready(kube, ns, "frozen"))
     await cc.patch_item(
@@ -324,7 +313,7 @@ async def test_duplicate_titles_do_not_flap(
 async def test_a_change_restarts_each_opted_in_workload_of_every_kind_once(
     change_operator: OperatorProcess, ns: str, kube: Kube, cc: ConnectClient, api_client: client.ApiClient
 ) -> None:
-    item = await new_item(cc, "rotating", password="v1")
+    item = await new_item(cc, title="rotating", password="v1")
     kube.create_item(ns, "rotating", f"vaults/{VAULT}/items/{item.title}")
     on = {AUTO_RESTART: "true"}
     restarted = [
@@ -373,7 +362,7 @@ async def test_restart_precedence_secret_then_workload_then_namespace(
     change_operator: OperatorProcess, ns: str, kube: Kube, cc: ConnectClient, api_client: client.ApiClient
 ) -> None:
     client.CoreV1Api(api_client).patch_namespace(ns, {"metadata": {"annotations": {AUTO_RESTART: "true"}}})
-    item = await new_item(cc, "precedence", password="v1")
+    item = await new_item(cc, title="precedence", password="v1")
     path = f"vaults/{VAULT}/items/{item.title}"
     kube.create_item(ns, "by-namespace", path)
     kube.create_item(ns, "cr-says-no", path, annotations={AUTO_RESTART: "false"})
@@ -407,7 +396,7 @@ async def test_an_operator_restart_does_not_restart_workloads_again(
         "namespace_prefix": "opr-",
         "env": {"POLLING_INTERVAL": str(int(INTERVAL)), "AUTO_RESTART": "true"},
     }
-    item = await new_item(cc, "restart-once", password="v1")
+    item = await new_item(cc, title="restart-once", password="v1")
     with (
         running_operator(cluster, change_connect, tmp_path / "first", **options) as first,
         watched_namespace(api_client, first) as namespace,
@@ -450,9 +439,7 @@ async def test_the_force_sync_annotation_syncs_now(
     operator: OperatorProcess, op_namespace: str, kube: Kube, connect: ConnectClient
 ) -> None:
     # The session operator polls once an hour: only the annotation can bring the change in.
-    from tests.integration.test_operator import new_item as session_item
-
-    item = await session_item(connect, password="v1")
+    item = await new_item(connect, password="v1")
     kube.create_item(op_namespace, "forced", f"vaults/{VAULT}/items/{item.title}")
     await eventually(lambda: secret_ready(kube, op_namespace, "forced"))
     await set_field(connect, item, "password", "v2")
