@@ -37,8 +37,6 @@ from opsync.errors import shorten
 from opsync.metrics import Metrics
 
 __all__ = [
-    "DEFAULT_HEALTH_PROBE_BIND_ADDRESS",
-    "DEFAULT_METRICS_BIND_ADDRESS",
     "BindAddress",
     "OpsServer",
     "ReadyCheck",
@@ -47,10 +45,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METRICS_BIND_ADDRESS: Final = ":8080"
-"""The official operator's (controller-runtime's) metrics address."""
-DEFAULT_HEALTH_PROBE_BIND_ADDRESS: Final = ":8081"
-"""The official operator's (controller-runtime's) health probe address."""
 
 METRICS_PATH: Final = "/metrics"
 LIVENESS_PATH: Final = "/healthz"

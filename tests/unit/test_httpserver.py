@@ -10,13 +10,12 @@ import aiohttp
 import pytest
 
 from opsync.httpserver import (
-    DEFAULT_HEALTH_PROBE_BIND_ADDRESS,
-    DEFAULT_METRICS_BIND_ADDRESS,
     BindAddress,
     OpsServer,
     parse_bind_address,
 )
 from opsync.metrics import CONTENT_TYPE, Metrics
+from opsync.settings import OperatorSettings
 
 LOOPBACK: BindAddress = ("127.0.0.1", 0)
 
@@ -114,8 +113,9 @@ def test_parse_bind_address_refuses(value: str) -> None:
 
 
 def test_defaults_are_the_official_operators() -> None:
-    assert parse_bind_address(DEFAULT_METRICS_BIND_ADDRESS) == ("", 8080)
-    assert parse_bind_address(DEFAULT_HEALTH_PROBE_BIND_ADDRESS) == ("", 8081)
+    defaults = OperatorSettings.model_fields
+    assert parse_bind_address(defaults["metrics_bind_address"].default) == ("", 8080)
+    assert parse_bind_address(defaults["health_probe_bind_address"].default) == ("", 8081)
 
 
 # -- serving ------------------------------------------------------------------------------------------
