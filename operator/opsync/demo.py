@@ -397,12 +397,21 @@ class Demo:
         result: dict[str, Any] = json.loads(self.kubectl(*args, "-o", "json"))
         return result
 
-    def install_crd(self) -> str:
+    def install_crd(self, timeout: float = 60.0) -> str:
         self.kubectl("apply", "-f", "-", stdin=crd.render_crd_yaml())
-        self.kubectl(
-            "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s", timeout=90
-        )
-        return f"{crd.CRD_NAME} Established"
+        # Polled rather than `kubectl wait`, which fails outright while the API server has not
+        # written the CRD's first status yet (it compiles the CEL rules first).
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.kubectl_json("get", f"crd/{crd.CRD_NAME}").get("status") or {}
+            if any(
+                c.get("type") == "Established" and c.get("status") == "True"
+                for c in status.get("conditions") or []
+            ):
+                return f"{crd.CRD_NAME} Established"
+            if time.monotonic() > deadline:
+                raise DemoError(f"the CRD {crd.CRD_NAME} was not Established within {timeout:.0f} s")
+            time.sleep(0.2)
 
     def start_operator(self) -> _Child:
         assert self.plane is not None and self.token_file is not None
