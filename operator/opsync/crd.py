@@ -11,10 +11,10 @@ the committed YAML and the models drift apart). The shape is the official
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 GROUP = "onepassword.com"
 VERSION = "v1"
@@ -37,17 +37,30 @@ class _Model(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True, populate_by_name=True)
 
 
-class OnePasswordItemSpec(_Model):
-    """What to sync: one 1Password item."""
+KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+PREFIX_PATTERN = r"^[-._a-zA-Z0-9]*$"
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # noqa: S105 - a name pattern
+MAX_FIELDS = 100
+MAX_ITEMS = 20
+FIELDS_NEED_ITEM = "spec.fields selects from spec.itemPath, which is not set; use spec.items[].fields"
+RESERVED_ANNOTATION_PREFIXES = ("operator.1password.io/", "opsync.io/")
+SELECTOR_HELP = (
+    "A field label (any section), 'section/label', a field id, a URL label or a file name, "
+    "tried in that order; the prefixes 'field:', 'id:', 'url:' and 'file:' name exactly one kind."
+)
 
-    model_config = ConfigDict(hide_input_in_errors=True, extra="ignore")
 
-    itemPath: str | None = Field(
-        default=None,
-        description=(
-            "The item to sync, as vaults/<vault>/items/<item>; vault and item may each be "
-            "a 26-character id or a title."
-        ),
+def _check_item_path(value: str | None) -> str | None:
+    if value is not None and not re.match(ITEM_PATH_PATTERN, value):
+        raise ValueError(ITEM_PATH_HELP)
+    return value
+
+
+def _item_path_field(description: str, *, required: bool = False) -> Any:
+    return Field(
+        default=... if required else None,
+        max_length=512,
+        description=description,
         json_schema_extra={
             "x-kubernetes-validations": [
                 {"rule": f"self.matches('{ITEM_PATH_PATTERN}')", "message": ITEM_PATH_HELP}
@@ -55,12 +68,202 @@ class OnePasswordItemSpec(_Model):
         },
     )
 
-    @field_validator("itemPath")
+
+class FieldSelector(_Model):
+    """One value of an item to put in the Secret, optionally under another key."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
+
+    field: str = Field(min_length=1, max_length=512, description=SELECTOR_HELP)
+    key: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=KEY_PATTERN,
+        description="The Secret key; default: the label or file name, made a valid key.",
+    )
+
+
+class ItemSource(_Model):
+    """One more item to compose into the Secret."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
+
+    itemPath: str = _item_path_field("The item, as vaults/<vault>/items/<item>.", required=True)
+    fields: list[FieldSelector] | None = Field(
+        default=None,
+        max_length=MAX_FIELDS,
+        description="Only these values of the item (default: all, by the usual rules).",
+    )
+    prefix: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=PREFIX_PATTERN,
+        description="Put in front of every key from this item, e.g. 'db_'.",
+    )
+
+    _check = field_validator("itemPath")(_check_item_path)
+
+
+MAX_TEMPLATE_LENGTH = 16 * 1024
+"""Jinja cannot be interrupted while it parses, so a template's size is bounded at admission."""
+TemplateText = Annotated[str, Field(max_length=MAX_TEMPLATE_LENGTH)]
+TEMPLATE_KEYS = 64
+
+
+class TemplateMetadata(_Model):
+    """Labels and annotations rendered from the items' non-secret attributes."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
+
+    labels: dict[str, TemplateText] | None = Field(
+        default=None, max_length=TEMPLATE_KEYS, description="Label templates."
+    )
+    annotations: dict[str, TemplateText] | None = Field(
+        default=None, max_length=TEMPLATE_KEYS, description="Annotation templates."
+    )
+
+
+class SecretTemplate(_Model):
+    """Secret keys rendered by a sandboxed Jinja2 template over the items."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
+
+    data: dict[str, TemplateText] | None = Field(
+        default=None,
+        max_length=TEMPLATE_KEYS,
+        description="Key: a template whose output is base64 (for binary values).",
+    )
+    stringData: dict[str, TemplateText] | None = Field(
+        default=None,
+        max_length=TEMPLATE_KEYS,
+        description="Key: a template whose output is the value, as text.",
+    )
+    metadata: TemplateMetadata | None = Field(
+        default=None, description="Labels and annotations; templates see no field values or files."
+    )
+    mergePolicy: Literal["Replace", "Merge"] = Field(
+        default="Replace",
+        description=(
+            "Replace (default): the Secret holds only the rendered keys. "
+            "Merge: the rendered keys are added to the mapped ones."
+        ),
+    )
+
+    @field_validator("data", "stringData")
     @classmethod
-    def _item_path_shape(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(ITEM_PATH_PATTERN, value):
-            raise ValueError(ITEM_PATH_HELP)
+    def _keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if not re.match(KEY_PATTERN, key) or len(key) > 253 or key in {".", ".."}:
+                raise ValueError(f"{key!r} is not a valid Secret key ([-._a-zA-Z0-9]+)")
         return value
+
+
+class DockerConfig(_Model):
+    """Build a kubernetes.io/dockerconfigjson Secret from an item's fields."""
+
+    model_config = ConfigDict(
+        hide_input_in_errors=True,
+        extra="forbid",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.server) != has(self.serverField)",
+                    "message": "dockerConfig needs exactly one of server and serverField",
+                }
+            ]
+        },
+    )
+
+    server: str | None = Field(
+        default=None, min_length=1, description="The registry, e.g. ghcr.io (or give serverField)."
+    )
+    serverField: str | None = Field(
+        default=None, min_length=1, description="The field holding the registry (instead of server)."
+    )
+    usernameField: str = Field(min_length=1, description="The field holding the user name.")
+    passwordField: str = Field(min_length=1, description="The field holding the password or token.")
+    emailField: str | None = Field(default=None, min_length=1, description="The field holding an email.")
+
+    @model_validator(mode="after")
+    def _one_server(self) -> DockerConfig:
+        if (self.server is None) == (self.serverField is None):
+            raise ValueError("dockerConfig needs exactly one of server and serverField")
+        return self
+
+
+class OnePasswordItemSpec(_Model):
+    """What to sync: one 1Password item, or several, and how to shape the Secret."""
+
+    model_config = ConfigDict(
+        hide_input_in_errors=True,
+        extra="ignore",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.fields) || has(self.itemPath)", "message": FIELDS_NEED_ITEM},
+            ]
+        },
+    )
+
+    itemPath: str | None = _item_path_field(
+        "The item to sync, as vaults/<vault>/items/<item>; vault and item may each be "
+        "a 26-character id or a title."
+    )
+    fields: list[FieldSelector] | None = Field(
+        default=None,
+        max_length=MAX_FIELDS,
+        description="Only these values of the itemPath item, optionally renamed (default: all).",
+    )
+    items: list[ItemSource] | None = Field(
+        default=None,
+        max_length=MAX_ITEMS,
+        description="More items composed into the same Secret; a key two items give is an error.",
+    )
+    template: SecretTemplate | None = Field(default=None, description="Render keys from templates.")
+    dockerConfig: DockerConfig | None = Field(
+        default=None, description="Make a kubernetes.io/dockerconfigjson Secret from the first item."
+    )
+    secretName: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=SECRET_NAME_PATTERN,
+        description="The Secret's name (default: the OnePasswordItem's name).",
+    )
+    secretLabels: dict[str, str] | None = Field(default=None, description="Extra labels on the Secret.")
+    secretAnnotations: dict[str, str] | None = Field(
+        default=None,
+        description="Extra annotations on the Secret.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(k, !k.startsWith('operator.1password.io/') && !k.startsWith('opsync.io/'))",
+                    "message": "annotations under operator.1password.io/ and opsync.io/ are set by the operator",
+                }
+            ]
+        },
+    )
+    deletionPolicy: Literal["Delete", "Retain"] | None = Field(
+        default=None,
+        description=(
+            "Delete (default): the Secret goes with the OnePasswordItem. Retain: it stays, "
+            "without opsync's ownerReference."
+        ),
+    )
+
+    _check = field_validator("itemPath")(_check_item_path)
+
+    @field_validator("secretAnnotations")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if key.startswith(RESERVED_ANNOTATION_PREFIXES):
+                raise ValueError(f"annotation {key!r} is set by the operator; choose another key")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_need_item(self) -> OnePasswordItemSpec:
+        if self.fields is not None and self.itemPath is None:
+            raise ValueError(FIELDS_NEED_ITEM)
+        return self
 
 
 class Condition(_Model):
@@ -72,6 +275,13 @@ class Condition(_Model):
     message: str | None = Field(default=None, description="What happened and, on failure, what to fix.")
     lastTransitionTime: str | None = Field(default=None, description="When status last changed (RFC 3339).")
     observedGeneration: int | None = Field(default=None, description="The generation this was computed for.")
+
+
+class ItemStatus(_Model):
+    """One item composed into the Secret."""
+
+    itemPath: str = Field(description="The resolved path, vaults/<vault id>/items/<item id>.")
+    itemVersion: int = Field(description="The item version last written.")
 
 
 class OnePasswordItemStatus(_Model):
@@ -90,6 +300,10 @@ class OnePasswordItemStatus(_Model):
         ),
     )
     observedGeneration: int | None = Field(default=None, description="The generation last reconciled.")
+    secretName: str | None = Field(default=None, description="The Secret last written.")
+    items: list[ItemStatus] | None = Field(
+        default=None, description="Every item composed into the Secret, when there are several."
+    )
 
 
 class OnePasswordItem(_Model):
@@ -103,6 +317,20 @@ class OnePasswordItem(_Model):
         description="The type of the Secret to create, e.g. Opaque (the default; '' means Opaque).",
     )
     status: OnePasswordItemStatus | None = Field(default=None, description="Set by the operator.")
+
+
+def parse_spec(raw: dict[str, Any]) -> tuple[OnePasswordItemSpec | None, str | None]:
+    """The spec, or None and what is wrong with it, worded for a status message."""
+    try:
+        return OnePasswordItemSpec.model_validate(raw), None
+    except ValidationError as exc:
+        problems = "; ".join(
+            ".".join(["spec", *(str(part) for part in error["loc"])])
+            + ": "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        return None, f"the spec is invalid: {problems}"
 
 
 # -- CRD rendering -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opsync.mapping import SecretData
@@ -25,6 +25,11 @@ IGNORE_SECRET_TAG = "operator.1password.io:ignore-secret"  # noqa: S105 - a tag 
 FINALIZER = "onepassword.com/finalizer.secret"
 MANAGED_LABEL = "opsync.io/managed"
 COPIED_ANNOTATIONS = "opsync.io/copied-annotations"
+"""Lists the annotations opsync set from the owner or the spec, so that one removed there goes."""
+ITEMS = "opsync.io/items"
+"""On a Secret composed from several items: each resolved path and version."""
+RETAINED_FROM = "opsync.io/retained-from"
+"""On a Secret that ``deletionPolicy: Retain`` left behind: ``<kind>/<name>`` of its owner."""
 OPSYNC_PREFIX = "opsync.io/"
 DEPLOYMENT_KIND = "Deployment"
 
@@ -88,7 +93,7 @@ class DesiredSecret:
             for key, value in previous.items()
             if not key.startswith(ANNOTATION_PREFIX)
             and key not in copied_before
-            and key != COPIED_ANNOTATIONS
+            and key not in (COPIED_ANNOTATIONS, ITEMS, RETAINED_FROM)
         }
         return {**kept, **self.annotations}
 
@@ -110,7 +115,12 @@ def build(
     owner_labels: Mapping[str, str] | None = None,
     owner_annotations: Mapping[str, str] | None = None,
     copy_annotations: bool = False,
+    extra_labels: Mapping[str, str] | None = None,
+    extra_annotations: Mapping[str, str] | None = None,
+    items: Sequence[tuple[str, int]] = (),
 ) -> DesiredSecret:
+    """``extra_labels``/``extra_annotations`` are the spec's own (they win over copied ones);
+    ``items`` lists every (resolved path, version) when the Secret composes several items."""
     owner_annotations = owner_annotations or {}
     annotations: dict[str, str] = {}
     if copy_annotations:
@@ -119,14 +129,17 @@ def build(
             for key, value in owner_annotations.items()
             if not key.startswith(_NOT_COPIED_PREFIXES) and not key.startswith(ANNOTATION_PREFIX)
         )
-        if annotations:
-            # Remembered on the Secret, so an annotation removed from the owner is removed too.
-            annotations[COPIED_ANNOTATIONS] = ",".join(sorted(annotations))
+    annotations.update(extra_annotations or {})
+    if annotations:
+        # Remembered on the Secret, so an annotation removed from the owner is removed too.
+        annotations[COPIED_ANNOTATIONS] = ",".join(sorted(annotations))
     if AUTO_RESTART in owner_annotations:
         annotations[AUTO_RESTART] = owner_annotations[AUTO_RESTART]
     annotations[ITEM_PATH] = resolved_path
     annotations[ITEM_VERSION] = str(item_version)
-    labels = {**(owner_labels or {}), MANAGED_LABEL: "true"}
+    if len(items) > 1:
+        annotations[ITEMS] = ",".join(f"{path}@{version}" for path, version in items)
+    labels = {**(owner_labels or {}), **(extra_labels or {}), MANAGED_LABEL: "true"}
     return DesiredSecret(namespace, name, secret_type(type_), data, labels, annotations, owner)
 
 
@@ -143,6 +156,17 @@ def is_shared_with(existing: SecretState, owner: Owner) -> bool:
         and ITEM_PATH in existing.annotations
         and any(ref.kind == DEPLOYMENT_KIND for ref in existing.owner_references)
     )
+
+
+def is_retained_for(existing: SecretState, owner: Owner) -> bool:
+    """Whether ``existing`` was retained by an owner of the same kind and name and nothing owns
+    it now: a OnePasswordItem deleted with ``deletionPolicy: Retain`` and created again adopts
+    its Secret (a GitOps tool re-creating objects must not end in SecretConflict)."""
+    return not existing.owner_references and existing.annotations.get(RETAINED_FROM) == retained_from(owner)
+
+
+def retained_from(owner: Owner) -> str:
+    return f"{owner.kind}/{owner.name}"
 
 
 def owner_references(owner: Owner, existing: SecretState | None) -> list[dict[str, str]]:

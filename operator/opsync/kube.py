@@ -23,7 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from opsync import crd
-from opsync.desired import DesiredSecret, Owner, SecretState, owner_references
+from opsync.desired import MANAGED_LABEL, RETAINED_FROM, DesiredSecret, Owner, SecretState, owner_references
 from opsync.errors import KubeError
 from opsync.mapping import SecretData
 from opsync.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET, WorkloadKind
@@ -166,6 +166,32 @@ class KubeApi:
         ]
         await self._call(
             f"updating the owners of Secret {existing.namespace}/{existing.name}",
+            self._core.patch_namespaced_secret,
+            existing.name,
+            existing.namespace,
+            patch,
+        )
+
+    async def retain_secret(self, existing: SecretState, references: list[Owner], retained_from: str) -> None:
+        """Leave a Secret behind: these ownerReferences, no managed label (so that nothing of
+        opsync acts on it any more) and a note of whose it was; guarded by the resourceVersion."""
+        patch: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": existing.resource_version},
+            {
+                "op": "replace",
+                "path": "/metadata/ownerReferences",
+                "value": [r.reference() for r in references],
+            },
+            {
+                "op": "add",
+                "path": "/metadata/annotations",
+                "value": {**existing.annotations, RETAINED_FROM: retained_from},
+            },
+        ]
+        if MANAGED_LABEL in existing.labels:
+            patch.append({"op": "remove", "path": "/metadata/labels/" + MANAGED_LABEL.replace("/", "~1")})
+        await self._call(
+            f"retaining Secret {existing.namespace}/{existing.name}",
             self._core.patch_namespaced_secret,
             existing.name,
             existing.namespace,

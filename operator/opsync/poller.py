@@ -37,27 +37,36 @@ from typing import Any, Literal
 
 from opsync.connect import ConnectClient, Item, Vault
 from opsync.errors import ConnectError, SpecError
-from opsync.reconcile import Failure, Fetched, Outcome, Reconciler, Target
-from opsync.resolve import ItemPath, pick, pick_vault
+from opsync.reconcile import Failure, Outcome, Reconciler, Target
+from opsync.resolve import Fetched, ItemPath, pick, pick_vault
 
 logger = logging.getLogger(__name__)
 
 State = Literal["new", "ok", "transient", "permanent"]
 Result = Outcome | Failure
-SyncFn = Callable[[Target, Mapping[str, Any] | None, Fetched | None], Awaitable[Result]]
+SyncFn = Callable[[Target, Mapping[str, Any] | None, Sequence[Fetched] | None], Awaitable[Result]]
 AfterPollFn = Callable[[Sequence[tuple[Target, Outcome]]], Awaitable[None]]
 
 
-@dataclass
+@dataclass(eq=False)
 class Tracked:
     """One owner (a OnePasswordItem or an annotated Deployment) the poller keeps in sync."""
 
     target: Target
     body: Mapping[str, Any] | None = None
-    path: ItemPath | None = None
-    resolved: ItemPath | None = None
-    version: int | None = None
+    paths: tuple[ItemPath, ...] = ()
+    """The target's item paths, in order; empty when they cannot be used (waits for a change)."""
+    resolved: tuple[ItemPath, ...] = ()
+    """The same paths as ids, as last synced; empty until then."""
+    versions: tuple[int, ...] = ()
+    fetched: tuple[Fetched, ...] = field(default=(), repr=False)
+    """The items as last read, kept for a target of several items only: when one of them
+    changes, the others need not be read again."""
     state: State = "new"
+
+    @property
+    def synced(self) -> bool:
+        return bool(self.paths) and len(self.resolved) == len(self.paths)
 
 
 @dataclass
@@ -109,12 +118,13 @@ class Poller:
         """Add or refresh a target (keyed by its owner's uid); a new item path starts it afresh."""
         uid = target.owner.uid
         entry = self._tracked.get(uid)
-        if entry is None or entry.target.item_path != target.item_path or entry.target.key != target.key:
+        if entry is None or entry.target.item_paths != target.item_paths or entry.target.key != target.key:
             entry = Tracked(target)
             try:
-                entry.path = ItemPath.parse(target.item_path or "")
+                if target.spec_error is None:
+                    entry.paths = tuple(ItemPath.parse(path) for path in target.item_paths)
             except SpecError:
-                entry.path = None  # reported by the reconcile; waits for the owner to change
+                pass  # reported by the reconcile; waits for the owner to change
             self._tracked[uid] = entry
         entry.target = target
         entry.body = body
@@ -125,11 +135,13 @@ class Poller:
     def record(self, target: Target, result: Result) -> None:
         """Remember what a sync of ``target`` found, whoever ran it (a handler or the poller)."""
         entry = self._tracked.get(target.owner.uid)
-        if entry is None or entry.target.item_path != target.item_path:
+        if entry is None or entry.target.item_paths != target.item_paths:
             return
         if isinstance(result, Outcome):
-            entry.resolved = ItemPath.parse(result.resolved_path)
-            entry.version = result.item_version
+            items = result.items or ((result.resolved_path, result.item_version),)
+            entry.resolved = tuple(ItemPath.parse(path) for path, _ in items)
+            entry.versions = tuple(version for _, version in items)
+            entry.fetched = result.fetched if len(items) > 1 else ()
             entry.state = "ok"
         else:
             entry.state = "transient" if result.retryable else "permanent"
@@ -183,73 +195,58 @@ class Poller:
         to_resolve: list[Tracked] = []
         to_list: dict[str, list[Tracked]] = defaultdict(list)
         for entry in entries:
-            if entry.path is None:
+            if not entry.paths:
                 continue
-            if entry.state == "permanent" and (report.full or entry.resolved is None):
+            if entry.state == "permanent" and (report.full or not entry.synced):
                 if report.full or moved:  # e.g. the missing item may have appeared meanwhile
                     to_resolve.append(entry)
                 continue
-            if entry.state in ("new", "transient") or entry.resolved is None:
+            if entry.state in ("new", "transient") or not entry.synced:
                 to_resolve.append(entry)
                 continue
-            vault = by_id.get(entry.resolved.vault)
-            if vault is None or pick_vault(entry.path.vault, vaults) != entry.resolved.vault:
+            pairs = list(zip(entry.paths, entry.resolved, strict=True))
+            if any(r.vault not in by_id or pick_vault(p.vault, vaults) != r.vault for p, r in pairs):
                 to_resolve.append(entry)  # vault gone, renamed, or access lost: resolve says which
-            elif entry.resolved.vault in moved:
-                to_list[entry.resolved.vault].append(entry)
+                continue
+            for vault_id in sorted({r.vault for _, r in pairs} & moved):
+                to_list[vault_id].append(entry)
 
-        to_fetch: dict[ItemPath, list[Tracked]] = defaultdict(list)
+        changes = _Changes()
         for vault_id, users in to_list.items():
             items = await self.connect.list_items(vault_id)
             report.vaults_listed += 1
-            self._check_listing(users, vaults, items, to_fetch, to_resolve, report)
+            changes.check(vault_id, users, vaults, items, report)
             self._vault_versions[vault_id] = by_id[vault_id].content_version
         for vault_id in moved - set(to_list):
             self._vault_versions[vault_id] = by_id[vault_id].content_version
+        to_resolve += changes.stale
 
-        changed: list[tuple[Target, Outcome]] = []
-        for resolved, users in to_fetch.items():
+        read: dict[ItemPath, Fetched | None] = {}
+        for resolved in changes.to_read():
             report.fetched += 1
             try:
-                fetched: Fetched | None = await self.reconciler.fetch_resolved(resolved)
+                read[resolved] = await self.reconciler.fetch_resolved(resolved)
             except ConnectError as exc:
                 logger.info("reading %s failed (%s); resolving its users afresh", resolved, exc)
-                fetched = None
-            for entry in users:
-                await self._run_sync(entry, fetched, report, changed)
+                read[resolved] = None
+        changed: list[tuple[Target, Outcome]] = []
+        for entry, fetched in changes.compose(read):
+            await self._run_sync(entry, fetched, report, changed)
         for entry in to_resolve:
             await self._run_sync(entry, None, report, changed)
         if changed and self._after_poll is not None:
             await self._after_poll(changed)
 
-    def _check_listing(
-        self,
-        users: list[Tracked],
-        vaults: Sequence[Vault],
-        items: Sequence[Item],
-        to_fetch: dict[ItemPath, list[Tracked]],
-        to_resolve: list[Tracked],
-        report: PollReport,
-    ) -> None:
-        versions = {item.id: item.version for item in items if item.id}
-        for entry in users:
-            assert entry.path is not None and entry.resolved is not None
-            report.checked += 1
-            if pick(entry.path, vaults, items) != entry.resolved:
-                to_resolve.append(entry)  # deleted, renamed, or an older duplicate appeared
-            elif entry.version != versions.get(entry.resolved.item):
-                to_fetch[entry.resolved].append(entry)
-
     async def _run_sync(
         self,
         entry: Tracked,
-        fetched: Fetched | None,
+        fetched: Sequence[Fetched] | None,
         report: PollReport,
         changed: list[tuple[Target, Outcome]],
     ) -> None:
         target = entry.target
         try:
-            result = await self._sync(target, entry.body, fetched)
+            result = await self._sync(target, entry.body, list(fetched) if fetched is not None else None)
         except Exception:  # e.g. a status write failed: the other targets still get their turn
             logger.exception("poll: syncing %s/%s failed", target.namespace, target.secret_name)
             return
@@ -257,3 +254,60 @@ class Poller:
         report.synced.append((target, result))
         if isinstance(result, Outcome) and result.data_changed:
             changed.append((target, result))
+
+
+class _Changes:
+    """What the item listings of one poll say about the tracked targets."""
+
+    def __init__(self) -> None:
+        self.stale: list[Tracked] = []
+        self._changed: dict[int, tuple[Tracked, set[int]]] = {}
+
+    def check(
+        self,
+        vault_id: str,
+        users: Sequence[Tracked],
+        vaults: Sequence[Vault],
+        items: Sequence[Item],
+        report: PollReport,
+    ) -> None:
+        """Compare the targets' items in ``vault_id`` with its listing."""
+        versions = {item.id: item.version for item in items if item.id}
+        for entry in users:
+            for index, (path, resolved) in enumerate(zip(entry.paths, entry.resolved, strict=True)):
+                if resolved.vault != vault_id or entry in self.stale:
+                    continue
+                report.checked += 1
+                if pick(path, vaults, items) != resolved:
+                    self.stale.append(entry)  # deleted, renamed, or an older duplicate appeared
+                    self._changed.pop(id(entry), None)
+                elif entry.versions[index] != versions.get(resolved.item):
+                    self._changed.setdefault(id(entry), (entry, set()))[1].add(index)
+
+    def _indexes(self, entry: Tracked, changed: set[int]) -> set[int]:
+        # Without the other items as last read (e.g. after a frozen sync), read them all again.
+        if len(entry.paths) > 1 and len(entry.fetched) != len(entry.paths):
+            return set(range(len(entry.paths)))
+        return changed
+
+    def to_read(self) -> list[ItemPath]:
+        """Every item to read, once however many targets use it."""
+        wanted = (
+            entry.resolved[index]
+            for entry, changed in self._changed.values()
+            for index in sorted(self._indexes(entry, changed))
+        )
+        return list(dict.fromkeys(wanted))
+
+    def compose(self, read: Mapping[ItemPath, Fetched | None]) -> list[tuple[Tracked, list[Fetched] | None]]:
+        """Each changed target with its items: as just read where they changed, as last read
+        elsewhere; None (resolve and read afresh) when a read failed."""
+        out: list[tuple[Tracked, list[Fetched] | None]] = []
+        for entry, changed in self._changed.values():
+            indexes = self._indexes(entry, changed)
+            parts = [
+                read[resolved] if index in indexes else entry.fetched[index]
+                for index, resolved in enumerate(entry.resolved)
+            ]
+            out.append((entry, None if any(part is None for part in parts) else [p for p in parts if p]))
+        return out

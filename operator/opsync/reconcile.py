@@ -19,13 +19,15 @@ drifts (edited or deleted by hand) is restored at once without asking Connect.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from opsync import crd
 from opsync import desired as desired_mod
-from opsync.connect import ConnectClient, FullItem
+from opsync.connect import ConnectClient
 from opsync.desired import DesiredSecret, Owner, SecretState
 from opsync.errors import (
     BadRequest,
@@ -40,9 +42,10 @@ from opsync.errors import (
     Unauthorized,
 )
 from opsync.kube import KubeApi, ObjectRef
-from opsync.mapping import MappedItem, SecretData, Skipped, item_to_data
-from opsync.resolve import ItemPath, resolve
+from opsync.mapping import SecretData, Skipped
+from opsync.resolve import Fetched, ItemPath, fetch, fetch_resolved
 from opsync.settings import parse_bool
+from opsync.shape import Composed, Source, compose, sources_of
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +63,54 @@ class Target:
     secret_type: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    spec: crd.OnePasswordItemSpec | None = None
+    """A OnePasswordItem's spec, with the shaping fields; None for an annotated Deployment."""
+    spec_error: str | None = None
+    """Why the spec did not parse (reported as InvalidSpec); then ``spec`` is None."""
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.secret_name)
 
     @property
+    def sources(self) -> tuple[Source, ...]:
+        return sources_of(self.spec, self.item_path)
+
+    @property
+    def item_paths(self) -> tuple[str, ...]:
+        return tuple(source.item_path for source in self.sources)
+
+    @property
+    def retain(self) -> bool:
+        """Whether the Secret outlives its owner (``deletionPolicy: Retain``)."""
+        return self.spec is not None and self.spec.deletionPolicy == "Retain"
+
+    @property
     def owner_ref(self) -> ObjectRef:
         """The owner, as Events name it."""
         owner = self.owner
         return ObjectRef(owner.api_version, owner.kind, self.namespace, owner.name, owner.uid)
+
+
+def item_target(body: Mapping[str, Any]) -> Target:
+    """The target of a OnePasswordItem object. A spec that does not parse (the API server checks
+    the same schema, unless an older CRD is installed) still gives a target, which reports it."""
+    meta = body.get("metadata", {})
+    found = body.get("spec")
+    raw = dict(found) if isinstance(found, Mapping) else {}  # kopf gives a view, not a dict
+    spec, error = crd.parse_spec(raw)
+    item_path = raw.get("itemPath")
+    return Target(
+        owner=Owner(crd.API_VERSION, crd.KIND, meta["name"], meta.get("uid", "")),
+        namespace=meta.get("namespace") or "default",
+        secret_name=(spec.secretName if spec is not None else None) or meta["name"],
+        item_path=item_path if isinstance(item_path, str) else None,
+        secret_type=body.get("type"),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        spec=spec,
+        spec_error=error,
+    )
 
 
 @dataclass(frozen=True)
@@ -88,19 +129,14 @@ class Outcome:
     secret_uid: str | None = None
     data: SecretData | None = field(default=None, compare=False)
     secret_annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    items: tuple[tuple[str, int], ...] = ()
+    """Every item composed, as (resolved path, version), in the target's order."""
+    fetched: tuple[Fetched, ...] = field(default=(), compare=False, repr=False)
+    """The items as read, so that a poll can re-compose when only one of several changed."""
 
     @property
     def data_changed(self) -> bool:
         return self.action == "updated" and "data" in self.changed
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """An item read from Connect with its files, under the ids it resolved to."""
-
-    resolved: ItemPath
-    item: FullItem
-    files: Mapping[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -114,7 +150,8 @@ class Failure:
 
 def describe_failure(exc: BaseException, target: Target) -> Failure:
     """A reason and a message that says what to fix; never a secret value."""
-    where = f"item path {target.item_path!r}"
+    paths = target.item_paths
+    where = f"item path {paths[0]!r}" if len(paths) == 1 else f"item paths {', '.join(map(repr, paths))}"
     if isinstance(exc, SpecError):
         return Failure(exc.reason, str(exc), retryable=False)
     if isinstance(exc, Unauthorized):
@@ -188,6 +225,44 @@ def _check_auto_restart(target: Target) -> None:
         ) from None
 
 
+def checked_paths(target: Target) -> list[ItemPath]:
+    """The target's item paths, parsed; a SpecError when the target cannot be synced as it is."""
+    sources = target.sources
+    if not sources and target.spec_error is None:
+        raise SpecError(
+            "spec.itemPath is missing: set it to vaults/<vault>/items/<item> (or list spec.items)",
+            reason="InvalidItemPath",
+        )
+    paths = [ItemPath.parse(source.item_path) for source in sources]
+    if target.spec_error is not None:
+        raise SpecError(target.spec_error, reason="InvalidSpec")
+    _check_auto_restart(target)
+    return paths
+
+
+def desired_secret(
+    target: Target, composed: Composed, items: Sequence[tuple[str, int]], *, copy_annotations: bool
+) -> DesiredSecret:
+    """The Secret for ``target`` with the ``composed`` content of its ``items`` (resolved path,
+    version)."""
+    resolved, version = items[0]
+    return desired_mod.build(
+        owner=target.owner,
+        namespace=target.namespace,
+        name=target.secret_name,
+        type_=composed.type,
+        data=composed.data,
+        resolved_path=resolved,
+        item_version=version,
+        owner_labels=target.labels,
+        owner_annotations=target.annotations,
+        copy_annotations=copy_annotations,
+        extra_labels=composed.labels,
+        extra_annotations=composed.annotations,
+        items=items,
+    )
+
+
 class Reconciler:
     """Syncs targets; holds the Connect client, the Kubernetes API and the drift cache."""
 
@@ -211,43 +286,45 @@ class Reconciler:
         return self._locks.setdefault(key, asyncio.Lock())
 
     async def fetch(self, path: ItemPath) -> Fetched:
-        """Resolve ``path`` and read the item and its files (by id: no second GET of the item)."""
-        resolved, item = await resolve(self.connect, path)
-        return await self.fetch_resolved(resolved, item=item)
+        return await fetch(self.connect, path)
 
-    async def fetch_resolved(self, resolved: ItemPath, *, item: FullItem | None = None) -> Fetched:
-        full, files = await self.connect.get_item_with_files(resolved.vault, resolved.item, item=item)
-        return Fetched(
-            resolved, full, {file_id: content.get_secret_value() for file_id, content in files.items()}
-        )
+    async def fetch_resolved(self, resolved: ItemPath) -> Fetched:
+        return await fetch_resolved(self.connect, resolved)
 
-    async def sync(self, target: Target, *, fetched: Fetched | None = None) -> Outcome:
-        """Sync one target; ``fetched`` is the item already read for it (the poller reads an item
-        once for every target using it), else it is resolved and read here."""
-        if not target.item_path:
-            raise SpecError(
-                "spec.itemPath is missing: set it to vaults/<vault>/items/<item>", reason="InvalidItemPath"
-            )
-        path = ItemPath.parse(target.item_path)
-        _check_auto_restart(target)
+    async def sync(self, target: Target, *, fetched: Sequence[Fetched] | None = None) -> Outcome:
+        """Sync one target; ``fetched`` holds its items already read, in the order of
+        ``target.sources`` (the poller reads an item once for every target using it), else they
+        are resolved and read here. Everything is read and composed before anything is written."""
+        paths = checked_paths(target)
+        sources = target.sources
         async with self.lock(target.key):
             if fetched is None:
-                fetched = await self.fetch(path)
+                fetched = [await self.fetch(path) for path in paths]
             existing = await self.kube.read_secret(target.namespace, target.secret_name)
             self._check_ownership(target, existing)
-            resolved, item = str(fetched.resolved), fetched.item
-            version = item.version or 0
-            if desired_mod.IGNORE_SECRET_TAG in (item.tags or []) and existing is not None:
-                return Outcome("frozen", resolved, version, secret_uid=existing.uid)
-            mapped = item_to_data(item, fetched.files, allow_empty_values=self.allow_empty_values)
-            wanted = self._desired_for(target, mapped, resolved, version)
-            return await self._apply(wanted, existing, resolved, version, mapped.skipped)
+            items = tuple((str(got.resolved), got.item.version or 0) for got in fetched)
+            resolved, version = items[0]
+            if existing is not None and any(
+                desired_mod.IGNORE_SECRET_TAG in (got.item.tags or []) for got in fetched
+            ):
+                return Outcome("frozen", resolved, version, secret_uid=existing.uid, items=items)
+            composed = compose(
+                target.spec,
+                sources,
+                fetched,
+                type_=target.secret_type,
+                allow_empty_values=self.allow_empty_values,
+            )
+            wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
+            outcome = await self._apply(wanted, existing, resolved, version, composed.skipped)
+            return dataclasses.replace(outcome, items=items, fetched=tuple(fetched))
 
     def _check_ownership(self, target: Target, existing: SecretState | None) -> None:
         if (
             existing is not None
             and not desired_mod.is_owned_by(existing, target.owner)
             and not desired_mod.is_shared_with(existing, target.owner)
+            and not desired_mod.is_retained_for(existing, target.owner)
         ):
             raise SpecError(
                 f"a Secret named {target.secret_name} already exists and is not managed by this "
@@ -255,20 +332,6 @@ class Reconciler:
                 "or sync into another name",
                 reason="SecretConflict",
             )
-
-    def _desired_for(self, target: Target, mapped: MappedItem, resolved: str, version: int) -> DesiredSecret:
-        return desired_mod.build(
-            owner=target.owner,
-            namespace=target.namespace,
-            name=target.secret_name,
-            type_=target.secret_type,
-            data=mapped.data,
-            resolved_path=resolved,
-            item_version=version,
-            owner_labels=target.labels,
-            owner_annotations=target.annotations,
-            copy_annotations=self.copy_annotations,
-        )
 
     async def _apply(
         self,
@@ -336,9 +399,7 @@ class Reconciler:
         """Keep the target's Secret (others use it) but drop the target from its owners, so that
         Kubernetes' garbage collector does not delete it with the target; True when it did."""
         async with self.lock(target.key):
-            cached = self._desired.get(target.key)
-            if cached is not None and cached.owner == target.owner:
-                self._desired.pop(target.key)
+            self._forget(target.key, target.owner)
             existing = await self.kube.read_secret(target.namespace, target.secret_name)
             if existing is None or not desired_mod.is_owned_by(existing, target.owner):
                 return False
@@ -346,12 +407,42 @@ class Reconciler:
             await self.kube.set_owner_references(existing, others)
             return True
 
-    async def delete(self, target: Target) -> bool:
-        """Delete the target's Secret if it is ours; True when something was deleted."""
-        async with self.lock(target.key):
-            self._desired.pop(target.key, None)
-            existing = await self.kube.read_secret(target.namespace, target.secret_name)
+    async def delete(self, target: Target, secret_name: str | None = None) -> bool:
+        """Delete the target's Secret (or its earlier one, ``secret_name``) if it is ours; True
+        when something was deleted."""
+        key = (target.namespace, secret_name or target.secret_name)
+        async with self.lock(key):
+            self._forget(key, target.owner)
+            existing = await self.kube.read_secret(*key)
             if existing is None or not desired_mod.is_owned_by(existing, target.owner):
                 return False
-            await self.kube.delete_secret(target.namespace, target.secret_name, uid=existing.uid)
+            await self.kube.delete_secret(*key, uid=existing.uid)
             return True
+
+    async def retain(self, target: Target, secret_name: str | None = None) -> bool:
+        """Leave the target's Secret (or its earlier one) behind as ``deletionPolicy: Retain``
+        asks: without the target's ownerReference, so the garbage collector keeps it, and without
+        the managed label, so drift repair lets it be; True when it was ours."""
+        key = (target.namespace, secret_name or target.secret_name)
+        async with self.lock(key):
+            self._forget(key, target.owner)
+            existing = await self.kube.read_secret(*key)
+            if existing is None or not desired_mod.is_owned_by(existing, target.owner):
+                return False
+            others = [ref for ref in existing.owner_references if ref.uid != target.owner.uid]
+            await self.kube.retain_secret(existing, others, desired_mod.retained_from(target.owner))
+            return True
+
+    async def retire(self, target: Target, secret_name: str) -> bool:
+        """Let go of a Secret the target wrote under an earlier ``spec.secretName``: deleted,
+        or retained as its deletion policy says."""
+        if secret_name == target.secret_name:
+            return False
+        if target.retain:
+            return await self.retain(target, secret_name)
+        return await self.delete(target, secret_name)
+
+    def _forget(self, key: tuple[str, str], owner: Owner) -> None:
+        cached = self._desired.get(key)
+        if cached is not None and cached.owner == owner:
+            self._desired.pop(key)

@@ -1,4 +1,4 @@
-"""Turn an ``itemPath`` into vault and item ids with the official operator's rules.
+"""Turn an ``itemPath`` into vault and item ids with the official operator's rules, and read it.
 
 Vaults: a title match (case-insensitive) wins over an id; among several vaults
 with the same title the oldest ``createdAt`` wins; a 26-character id-like
@@ -12,8 +12,8 @@ nondeterminism there causes rollout loops).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from opsync.connect import ConnectClient, FullItem, Item, Vault
@@ -42,6 +42,16 @@ class ItemPath:
 
     def __str__(self) -> str:
         return f"vaults/{self.vault}/items/{self.item}"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An item read from Connect with its files (contents by file id), under the ids it
+    resolved to."""
+
+    resolved: ItemPath
+    item: FullItem
+    files: Mapping[str, bytes] = field(repr=False)
 
 
 def looks_like_id(value: str) -> bool:
@@ -117,3 +127,19 @@ async def resolve(client: ConnectClient, path: ItemPath) -> tuple[ItemPath, Full
     vault_id = await resolve_vault(client, path.vault)
     item_id, item = await resolve_item(client, vault_id, path.item)
     return ItemPath(vault_id, item_id), item
+
+
+async def fetch_resolved(
+    client: ConnectClient, resolved: ItemPath, *, item: FullItem | None = None
+) -> Fetched:
+    """Read a resolved item and its files (``item``: already read, so not asked for again)."""
+    full, files = await client.get_item_with_files(resolved.vault, resolved.item, item=item)
+    return Fetched(
+        resolved, full, {file_id: content.get_secret_value() for file_id, content in files.items()}
+    )
+
+
+async def fetch(client: ConnectClient, path: ItemPath) -> Fetched:
+    """Resolve ``path`` and read the item and its files (by id: no second GET of the item)."""
+    resolved, item = await resolve(client, path)
+    return await fetch_resolved(client, resolved, item=item)

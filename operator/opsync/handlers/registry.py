@@ -39,7 +39,8 @@ from opsync.leader import LeaderElector, default_identity, default_lease_namespa
 from opsync.mapping import sanitize_secret_name
 from opsync.metrics import Metrics
 from opsync.poller import Poller, PollReport
-from opsync.reconcile import Failure, Fetched, Outcome, Reconciler, Target, describe_failure
+from opsync.reconcile import Failure, Outcome, Reconciler, Target, describe_failure, item_target
+from opsync.resolve import Fetched
 from opsync.restarts import Restarter, SecretChange
 from opsync.settings import OperatorSettings
 
@@ -54,20 +55,6 @@ _DEPLOYMENTS = ("apps", "v1", "deployments")
 
 
 # -- targets -------------------------------------------------------------------------------------
-
-
-def item_target(body: Mapping[str, Any]) -> Target:
-    meta = body.get("metadata", {})
-    spec = body.get("spec") or {}
-    return Target(
-        owner=desired.Owner(crd.API_VERSION, crd.KIND, meta["name"], meta["uid"]),
-        namespace=meta["namespace"],
-        secret_name=meta["name"],
-        item_path=spec.get("itemPath"),
-        secret_type=body.get("type"),
-        labels=dict(meta.get("labels") or {}),
-        annotations=dict(meta.get("annotations") or {}),
-    )
 
 
 def is_annotated_deployment(body: Mapping[str, Any], **_: Any) -> bool:
@@ -98,7 +85,7 @@ async def sync_and_report(
     *,
     body: Mapping[str, Any] | None,
     retry: int = 0,
-    fetched: Fetched | None = None,
+    fetched: Sequence[Fetched] | None = None,
     raise_retryable: bool = True,
 ) -> Outcome | Failure:
     """Sync one target, record the result for the poller and metrics, report it as status and
@@ -109,6 +96,7 @@ async def sync_and_report(
     metrics: Metrics = memo.metrics
     try:
         outcome = await reconciler.sync(target, fetched=fetched)
+        await _retire_previous(reconciler, target, body)
     except Exception as exc:
         failure = describe_failure(exc, target)
         if failure.reason == "InternalError":
@@ -126,6 +114,22 @@ async def sync_and_report(
         metrics.secret_written(outcome.action)
     await reporting.report_success(reconciler.kube, target, outcome, body=body)
     return outcome
+
+
+async def _retire_previous(reconciler: Reconciler, target: Target, body: Mapping[str, Any] | None) -> None:
+    """After ``spec.secretName`` changed, the Secret written under the old name (in the status)
+    goes: deleted, or left behind as the deletion policy says. Failing raises, so the status
+    keeps the old name and the next sync tries again."""
+    previous = ((body or {}).get("status") or {}).get("secretName")
+    if target.owner.kind != crd.KIND or not isinstance(previous, str) or previous == target.secret_name:
+        return
+    if await reconciler.retire(target, previous):
+        verb = "left behind (deletionPolicy Retain)" if target.retain else "deleted"
+        message = f"Secret {previous} {verb}: the Secret is now {target.secret_name}"
+        logger.info("%s/%s: %s", target.namespace, target.owner.name, message)
+        await reporting.post(
+            reconciler.kube, target.owner_ref, type_="Normal", reason="SecretRenamed", message=message
+        )
 
 
 async def restart_workloads(memo: kopf.Memo, synced: Sequence[tuple[Target, Outcome]]) -> None:
@@ -201,7 +205,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             await restart_workloads(memo, changes)
 
         async def poll_sync(
-            target: Target, body: Mapping[str, Any] | None, fetched: Fetched | None
+            target: Target, body: Mapping[str, Any] | None, fetched: Sequence[Fetched] | None
         ) -> Outcome | Failure:
             return await sync_and_report(memo, target, body=body, fetched=fetched, raise_retryable=False)
 
@@ -276,7 +280,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         target = item_target(body)
         memo.poller.forget(target.owner.uid)
         reconciler: Reconciler = memo.reconciler
-        if await reconciler.delete(target):
+        if target.retain:
+            if await reconciler.retain(target):
+                logger.info("kept Secret %s/%s (deletionPolicy Retain)", target.namespace, target.secret_name)
+        elif await reconciler.delete(target):
             logger.info("deleted Secret %s/%s with its OnePasswordItem", target.namespace, target.secret_name)
 
     # -- drift repair ----------------------------------------------------------------------------

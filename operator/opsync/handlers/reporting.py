@@ -51,6 +51,7 @@ def new_status(
     message: str,
     generation: int | None,
     outcome: Outcome | None = None,
+    secret_name: str | None = None,
 ) -> dict[str, Any] | None:
     """The status to write, or None when nothing but the clock would change."""
     current = dict(current or {})
@@ -73,6 +74,12 @@ def new_status(
     if outcome is not None:
         status["itemPath"] = outcome.resolved_path
         status["itemVersion"] = outcome.item_version
+        if len(outcome.items) > 1:
+            status["items"] = [{"itemPath": p, "itemVersion": v} for p, v in outcome.items]
+        elif "items" in current:
+            status["items"] = None  # a merge patch: null removes the list, back to one item
+    if secret_name is not None:
+        status["secretName"] = secret_name
     if previous is not None and _shaped(status, current, previous) == _shaped(current, current, previous):
         return None
     status["lastSyncTime"] = now()
@@ -130,6 +137,7 @@ async def report_success(
         message=message,
         generation=body.get("metadata", {}).get("generation"),
         outcome=outcome,
+        secret_name=target.secret_name,
     )
     if status is not None:
         await kube.patch_item_status(target.namespace, target.owner.name, status)

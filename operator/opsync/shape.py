@@ -1,0 +1,285 @@
+"""The Secret a OnePasswordItem asks for, composed from the items read: pure functions.
+
+Without any of the shaping fields a target maps its one item by the official
+operator's rules (:mod:`opsync.mapping`), so existing manifests give the same
+Secret. The shaping fields apply in this order:
+
+1. every item (``spec.itemPath`` first, then ``spec.items``) gives keys: all
+   of its values by the official rules, or only those ``fields`` selects
+   (:mod:`opsync.selection`), renamed by ``key`` and put behind ``prefix``.
+   A key given twice is ``KeyCollision``, never a silent overwrite;
+2. ``spec.dockerConfig`` replaces those keys with one ``.dockerconfigjson``
+   built from the first item's fields;
+3. ``spec.template`` renders keys in a sandbox (:mod:`opsync.templating`) over
+   the items and the keys so far; with ``mergePolicy: Replace`` (the default)
+   they are the Secret's only keys, with ``Merge`` they are added;
+4. the Secret type's rules (:mod:`opsync.secrettypes`) check required keys and
+   convert what must be (an SSH key to OpenSSH), before anything is written.
+
+Any failure raises a :class:`~opsync.errors.SpecError` whose message names the
+field, key or template position, so the caller writes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opsync import secrettypes, templating
+from opsync.crd import RESERVED_ANNOTATION_PREFIXES, FieldSelector, OnePasswordItemSpec
+from opsync.errors import SpecError
+from opsync.mapping import SecretData, Skipped, is_valid_key, item_to_data
+from opsync.resolve import Fetched
+from opsync.selection import default_key, select
+
+MAX_DATA_BYTES = 1024 * 1024 - 64 * 1024
+"""Kubernetes refuses a Secret over 1 MiB; this leaves room for its metadata."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One item of a target, and which of its values go into the Secret."""
+
+    item_path: str
+    fields: tuple[FieldSelector, ...] | None = None
+    prefix: str = ""
+
+    def describe(self) -> str:
+        return f"item {self.item_path}"
+
+
+def sources_of(spec: OnePasswordItemSpec | None, item_path: str | None) -> tuple[Source, ...]:
+    """The items a target composes, in order: ``itemPath`` (with ``fields``), then ``items``."""
+    found: list[Source] = []
+    if item_path:
+        selected = spec.fields if spec is not None else None
+        found.append(Source(item_path, tuple(selected) if selected is not None else None))
+    for extra in (spec.items if spec is not None else None) or []:
+        selected = extra.fields
+        found.append(
+            Source(extra.itemPath, tuple(selected) if selected is not None else None, extra.prefix or "")
+        )
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """The Secret's content and the metadata the spec adds to it."""
+
+    data: SecretData
+    type: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    skipped: tuple[Skipped, ...] = ()
+
+
+def _collision(key: str, first: str, second: str) -> SpecError:
+    return SpecError(
+        f"key {key!r} comes from both {first} and {second}; rename one with 'key', or give "
+        "spec.items[].prefix",
+        reason="KeyCollision",
+    )
+
+
+class _Keys:
+    """Secret data being assembled, remembering where each key came from."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.origin: dict[str, str] = {}
+
+    def add(self, key: str, value: bytes, origin: str) -> None:
+        if not is_valid_key(key):
+            raise SpecError(
+                f"{origin} gives the key {key!r}, which is not a valid Secret key "
+                "([-._a-zA-Z0-9]+, at most 253 characters)",
+                reason="InvalidKey",
+            )
+        if key in self.data:
+            raise _collision(key, self.origin[key], origin)
+        self.data[key] = value
+        self.origin[key] = origin
+
+
+def _mapped(
+    sources: Sequence[Source], fetched: Sequence[Fetched], allow_empty_values: bool
+) -> tuple[_Keys, tuple[Skipped, ...]]:
+    keys = _Keys()
+    skipped: list[Skipped] = []
+    for source, got in zip(sources, fetched, strict=True):
+        if source.fields is None:
+            mapped = item_to_data(got.item, got.files, allow_empty_values=allow_empty_values)
+            skipped.extend(mapped.skipped)
+            for key, value in mapped.data.items():
+                keys.add(source.prefix + key, value, f"{source.describe()} (key {key!r})")
+            continue
+        for selector in source.fields:
+            # An explicitly selected value is written even when empty: it was asked for.
+            selected = select(got.item, got.files, selector.field)
+            key = selector.key or default_key(selected)
+            keys.add(source.prefix + key, selected.value, f"{selected.what} of {source.describe()}")
+    return keys, tuple(skipped)
+
+
+def _text(got: Fetched, selector: str) -> str:
+    return select(got.item, got.files, selector).value.decode("utf-8", errors="replace")
+
+
+def _docker_config(spec: OnePasswordItemSpec, got: Fetched, type_: str | None) -> bytes:
+    config = spec.dockerConfig
+    assert config is not None
+    if type_ not in (None, "", secrettypes.DOCKER_CONFIG_JSON):
+        raise SpecError(
+            f"spec.dockerConfig makes a {secrettypes.DOCKER_CONFIG_JSON} Secret but type is {type_!r}; "
+            "remove type or set it to that",
+            reason="InvalidSpec",
+        )
+    server = config.server if config.server is not None else _text(got, config.serverField or "")
+    email = _text(got, config.emailField) if config.emailField else None
+    return secrettypes.docker_config_json(
+        server.strip(), _text(got, config.usernameField), _text(got, config.passwordField), email
+    )
+
+
+# -- templates -----------------------------------------------------------------------------------
+
+
+def _item_view(got: Fetched, *, with_values: bool) -> dict[str, Any]:
+    item = got.item
+    view: dict[str, Any] = {
+        "id": item.id,
+        "title": item.title,
+        "vault": got.resolved.vault,
+        "version": item.version,
+        "category": item.category,
+        "tags": list(item.tags or []),
+    }
+    if not with_values:
+        return view
+    sections = {s.id: s.label for s in item.sections or [] if s.id}
+    fields: dict[str, str] = {}
+    by_section: dict[str, dict[str, str]] = {}
+    for item_field in item.fields or []:
+        if not item_field.label:
+            continue
+        value = item_field.value.get_secret_value() if item_field.value is not None else ""
+        fields[item_field.label] = value  # the last field wins, as in the default mapping
+        section = item_field.section
+        label = section and (section.label or sections.get(section.id or ""))
+        if label:
+            by_section.setdefault(label, {})[item_field.label] = value
+    urls = item.urls or []
+    primary = next((u.href for u in urls if u.primary), urls[0].href if urls else None)
+    view.update(
+        fields=fields,
+        sections=by_section,
+        urls={u.label: u.href for u in urls if u.label},
+        url=primary,
+        files={
+            f.name: templating.Blob(got.files[f.id])
+            for f in item.files or []
+            if f.name and f.id and f.id in got.files
+        },
+    )
+    return view
+
+
+def _secrets(fetched: Sequence[Fetched], data: Mapping[str, bytes]) -> list[str]:
+    """Every value a template error message could echo, for redaction."""
+    found: list[str] = []
+    for got in fetched:
+        found += [f.value.get_secret_value() for f in got.item.fields or [] if f.value is not None]
+        found += [u.href for u in got.item.urls or []]
+    found += [value.decode("utf-8", errors="ignore") for value in data.values()]
+    return found
+
+
+def _rendered(spec: OnePasswordItemSpec, fetched: Sequence[Fetched], keys: _Keys) -> _Keys:
+    template = spec.template
+    assert template is not None
+    views = [_item_view(got, with_values=True) for got in fetched]
+    context = {
+        "item": views[0],
+        "items": views,
+        "data": {key: templating.Blob(value) for key, value in keys.data.items()},
+    }
+    secrets = _secrets(fetched, keys.data)
+    out = keys if template.mergePolicy == "Merge" else _Keys()
+    for key, source in (template.stringData or {}).items():
+        where = f"template.stringData.{key}"
+        text = templating.render(where, source, context, secrets=secrets)
+        out.add(key, text.encode(), where)
+    for key, source in (template.data or {}).items():
+        where = f"template.data.{key}"
+        text = templating.render(where, source, context, secrets=secrets)
+        try:
+            value = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise SpecError(
+                f"{where}: the output is not base64; use template.stringData for text, or end the "
+                "template with '| b64encode'",
+                reason="TemplateError",
+            ) from None
+        out.add(key, value, where)
+    return out
+
+
+def _metadata(spec: OnePasswordItemSpec, fetched: Sequence[Fetched]) -> tuple[dict[str, str], dict[str, str]]:
+    """Labels and annotations: ``secretLabels``/``secretAnnotations``, then the rendered
+    metadata templates. Those see the items' ids, titles, versions and tags, never values:
+    anyone who may list Secrets can read labels and annotations."""
+    labels = dict(spec.secretLabels or {})
+    annotations = dict(spec.secretAnnotations or {})
+    meta = spec.template.metadata if spec.template is not None else None
+    if meta is None:
+        return labels, annotations
+    views = [_item_view(got, with_values=False) for got in fetched]
+    context = {"item": views[0], "items": views}
+    for kind, templates, target in (
+        ("labels", meta.labels, labels),
+        ("annotations", meta.annotations, annotations),
+    ):
+        for key, source in (templates or {}).items():
+            if key.startswith(RESERVED_ANNOTATION_PREFIXES):
+                raise SpecError(
+                    f"template.metadata.{kind}.{key}: keys under {' and '.join(RESERVED_ANNOTATION_PREFIXES)} "
+                    "are set by the operator; choose another key",
+                    reason="InvalidSpec",
+                )
+            target[key] = templating.render(f"template.metadata.{kind}.{key}", source, context).strip()
+    return labels, annotations
+
+
+# -- the whole ------------------------------------------------------------------------------------
+
+
+def compose(
+    spec: OnePasswordItemSpec | None,
+    sources: Sequence[Source],
+    fetched: Sequence[Fetched],
+    *,
+    type_: str | None,
+    allow_empty_values: bool = False,
+) -> Composed:
+    """The Secret for ``sources`` read as ``fetched`` (same order), shaped by ``spec``."""
+    keys, skipped = _mapped(sources, fetched, allow_empty_values)
+    secret_type = type_ or "Opaque"
+    if spec is not None and spec.dockerConfig is not None:
+        built = _docker_config(spec, fetched[0], type_)
+        keys = _Keys()
+        keys.add(".dockerconfigjson", built, "spec.dockerConfig")
+        secret_type = secrettypes.DOCKER_CONFIG_JSON
+    if spec is not None and spec.template is not None and (spec.template.data or spec.template.stringData):
+        keys = _rendered(spec, fetched, keys)
+    labels, annotations = _metadata(spec, fetched) if spec is not None else ({}, {})
+    data = secrettypes.prepare(secret_type, keys.data)
+    size = sum(len(key) + len(value) for key, value in data.items())
+    if size > MAX_DATA_BYTES:
+        raise SpecError(
+            f"the Secret would hold {size} bytes; Kubernetes allows 1 MiB. Select fewer fields or files",
+            reason="SecretTooLarge",
+        )
+    return Composed(SecretData(data), secret_type, labels, annotations, skipped)
