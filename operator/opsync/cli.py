@@ -16,11 +16,18 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _registrars() -> list[Registrar]:
-    from opsync import demo, run
+    from opsync import demo, render, run
     from opsync.connectserver import cli as connectserver_cli
     from opsync.testing import cli as testing_cli
 
-    return [run.register, _register_crd, connectserver_cli.register, testing_cli.register, demo.register]
+    return [
+        run.register,
+        render.register,
+        _register_crd,
+        connectserver_cli.register,
+        testing_cli.register,
+        demo.register,
+    ]
 
 
 def _register_crd(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,121 @@
+"""``opsync render``: the command against the project's Connect server over HTTP, as a subprocess
+(no cluster needed)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from opsync.connect import ConnectClient
+from tests.integration.conftest import VAULT, ConnectProcess
+from tests.integration.test_operator import new_item
+
+CANARY = "render-canary-9f3c1e"
+
+
+def render(
+    connect_server: ConnectProcess, tmp_path: Path, documents: list[dict[str, Any]], *args: str
+) -> subprocess.CompletedProcess[str]:
+    manifest = tmp_path / "cr.yaml"
+    manifest.write_text(yaml.safe_dump_all(documents))
+    env = {**os.environ, "OP_CONNECT_HOST": connect_server.url, "OP_CONNECT_TOKEN": connect_server.token}
+    return subprocess.run(
+        [sys.executable, "-m", "opsync", "render", "-f", str(manifest), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def cr(name: str, spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "onepassword.com/v1",
+        "kind": "OnePasswordItem",
+        "metadata": {"name": name},
+        "spec": spec,
+        **extra,
+    }
+
+
+async def test_render_prints_keys_and_sizes_but_values_only_when_asked(
+    connect_server: ConnectProcess, connect: ConnectClient, tmp_path: Path
+) -> None:
+    item = await new_item(connect, username="app", password=CANARY)
+    documents = [
+        cr(
+            "app",
+            {
+                "itemPath": f"vaults/{VAULT}/items/{item.title}",
+                "fields": [{"field": "password", "key": "DB_PASSWORD"}, {"field": "username"}],
+                "secretName": "app-env",
+                "secretLabels": {"team": "a"},
+            },
+        )
+    ]
+    shown = render(connect_server, tmp_path, documents)
+    assert shown.returncode == 0, shown.stderr
+    assert CANARY not in shown.stdout + shown.stderr
+    (secret,) = [d for d in yaml.safe_load_all(shown.stdout) if d]
+    assert secret["metadata"]["name"] == "app-env"
+    assert secret["metadata"]["labels"] == {"team": "a", "opsync.io/managed": "true"}
+    assert (
+        secret["metadata"]["annotations"]["operator.1password.io/item-path"]
+        == f"vaults/{item.vault.id}/items/{item.id}"
+    )
+    assert secret["data"] == {"DB_PASSWORD": f"({len(CANARY)} bytes)", "username": "(3 bytes)"}
+
+    valued = render(connect_server, tmp_path, documents, "--show-values")
+    assert valued.returncode == 0, valued.stderr
+    (secret,) = [d for d in yaml.safe_load_all(valued.stdout) if d]
+    assert base64.b64decode(secret["data"]["DB_PASSWORD"]).decode() == CANARY
+
+
+async def test_render_exits_1_with_the_status_message(
+    connect_server: ConnectProcess, connect: ConnectClient, tmp_path: Path
+) -> None:
+    item = await new_item(connect, password=CANARY)
+    good = cr("good", {"itemPath": f"vaults/{VAULT}/items/{item.title}"})
+    missing = cr(
+        "missing", {"itemPath": f"vaults/{VAULT}/items/{item.title}", "fields": [{"field": "pasword"}]}
+    )
+    leaking = cr(
+        "leaking",
+        {
+            "itemPath": f"vaults/{VAULT}/items/{item.title}",
+            "template": {"stringData": {"x": "{{ item.fields[item.fields.password] }}"}},
+        },
+    )
+    result = render(connect_server, tmp_path, [good, missing, leaking])
+    assert result.returncode == 1
+    assert "error: OnePasswordItem default/missing: FieldNotFound: " in result.stderr
+    assert "'pasword'" in result.stderr
+    assert "error: OnePasswordItem default/leaking: TemplateError: template.stringData.x" in result.stderr
+    assert CANARY not in result.stdout + result.stderr
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout) if d]
+    assert names == ["good"]  # the others print nothing
+
+
+def test_render_without_connect_settings_or_items_exits_2(
+    tmp_path: Path, connect_server: ConnectProcess
+) -> None:
+    empty = render(
+        connect_server, tmp_path, [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}]
+    )
+    assert empty.returncode == 2 and "holds no OnePasswordItem" in empty.stderr
+    manifest = tmp_path / "cr.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OP_CONNECT")}
+    result = subprocess.run(
+        [sys.executable, "-m", "opsync", "render", "-f", str(manifest)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "OP_CONNECT_HOST" in result.stderr
