@@ -41,6 +41,9 @@ EXPECTED: dict[str, set[str]] = {
     "platform-config": {"environment"},
     "ci-otp": {"username", "one-time-password"},
     "app-config": {"environment"},
+    # Shaped (docs/shaping.md): selected and renamed fields of two items, and a template.
+    "app-env": {"DB_USER", "DB_PASSWORD", "DB_HOST", "APP_ENV", "DATABASE_URL"},
+    "registry-pull": {".dockerconfigjson"},
 }
 
 _ROW = re.compile(r"^(?P<name>\S+)\s+(?P<type>\S+)\s+(?P<version>\d+|-)\s+(?P<owner>\S+)$")
