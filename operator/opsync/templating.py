@@ -134,6 +134,11 @@ _MODULO_TESTS: dict[str, Callable[..., bool]] = {
 }
 
 _DIGITS = re.compile(r"\d+")
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+_TYPE_NAMES = frozenset(
+    {"str", "int", "float", "bool", "list", "dict", "tuple", "NoneType", "bytes", "Blob", "Undefined"}
+    | {"dict object", "str object", "list object", "utf-8"}
+)
 _PERCENT_SPEC = re.compile(r"[-+ #0]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.?)", re.DOTALL)
 
 T = TypeVar("T")
@@ -199,7 +204,7 @@ def render(
     try:
         return _render(where, source, context, _Budget(limit))
     except Exception as exc:
-        line, problem = _line_of(exc), _problem_of(exc)
+        line, problem = _line_of(exc), _problem_of(exc, source)
     redact = _redactor(secrets)
     raise TemplateError(redact(where), line, shorten(redact(problem)))
 
@@ -233,13 +238,30 @@ def _line_of(exc: BaseException) -> int | None:
     return line
 
 
-def _problem_of(exc: BaseException) -> str:
+def _problem_of(exc: BaseException, source: str) -> str:
+    """What went wrong, for the status. A syntax error quotes only the template, and the
+    budget's own messages quote nothing; any other message is shown only when everything it
+    quotes is in the template (or is a type name): a template can turn a value into a name
+    (``map(value | upper)`` → "No filter named 'HUNTER2'"), which redaction cannot recognise."""
     if isinstance(exc, TemplateSyntaxError):
         return exc.message or "syntax error"
-    if isinstance(exc, (JinjaError, _Refused)):
+    if isinstance(exc, _Refused):
         return str(exc)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name = type(exc).__name__
+    text = str(exc) if isinstance(exc, JinjaError) else f"{name}: {exc}" if str(exc) else name
+    if all(quoted in source or quoted in _TYPE_NAMES for quoted in _quoted(text)):
+        return text
+    return (
+        f"{name} (its message is withheld: it quotes something that is not in the template, "
+        "which may be an item value)"
+    )
+
+
+def _quoted(text: str) -> Iterator[str]:
+    for match in _QUOTED.finditer(text):
+        quoted = match.group(1) if match.group(1) is not None else match.group(2)
+        if quoted:
+            yield quoted
 
 
 def _redactor(secrets: Iterable[str]) -> Callable[[str], str]:

@@ -221,13 +221,39 @@ def test_errors_never_contain_a_secret(source: str) -> None:
 
 
 def test_redaction_replaces_secrets_longest_first_and_ignores_short_ones() -> None:
-    data = {"key": "abcdef"}
+    # A template quoting the value itself passes the quote check; redaction still hides it.
+    source = "{{ ('{' ~ key ~ '}').format() }} abcdef ab"
     with pytest.raises(TemplateError) as info:
-        render("t", "{{ ('{' ~ key ~ '}').format() }}", data, secrets=["abc", "abcdef", "ab"])
+        render("t", source, {"key": "abcdef"}, secrets=["abc", "abcdef", "ab"])
     assert info.value.problem == "KeyError: '<redacted>'"
     with pytest.raises(TemplateError) as info:
-        render("t", "{{ ('{' ~ key ~ '}').format() }}", {"key": "ab"}, secrets=["ab"])
+        render("t", source, {"key": "ab"}, secrets=["ab"])
     assert info.value.problem == "KeyError: 'ab'"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ [1] | map(item.fields.password | upper) | list }}",  # No filter named '<VALUE>'
+        "{{ [1] | select(item.fields.password | reverse | join) | list }}",  # No test named …
+        "{{ ('{' ~ (item.fields.password | upper) ~ '}').format() }}",  # KeyError: '<VALUE>'
+        "{{ ('{:' ~ (item.fields.password | upper) ~ '}').format(1) }}",  # bad format spec
+        "{{ {}[item.fields.password | upper] }}",  # a lookup by a value
+    ],
+)
+def test_a_transformed_value_never_reaches_the_message(source: str) -> None:
+    context = {"item": {"fields": {"password": CANARY}}}
+    with pytest.raises(TemplateError) as info:
+        render("t", source, context, secrets=[CANARY])
+    text = str(info.value)
+    for form in (CANARY, CANARY.upper(), CANARY[::-1], CANARY.upper()[::-1]):
+        assert form not in text
+    assert info.value.line == 1
+
+
+def test_messages_quoting_only_the_template_are_kept() -> None:
+    assert "'nope' is undefined" in fails("{{ nope }}").problem
+    assert "'int' and 'str'" in fails("{{ 1 + 'a' }}").problem
 
 
 def test_long_problems_are_cut_short() -> None:
