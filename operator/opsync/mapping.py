@@ -31,7 +31,8 @@ MAX_KEY_LENGTH = 253
 _VALID_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _EDGE_INVALID = re.compile(r"^[^-._a-zA-Z0-9]+|[^-._a-zA-Z0-9]+$")
 _INNER_INVALID = re.compile(r"[^-._a-zA-Z0-9]+")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_DNS1123_SUBDOMAIN = re.compile(rf"^{DNS1123_SUBDOMAIN}$")
 _NAME_INVALID = re.compile(r"[^a-z0-9\-.]+")
 
 

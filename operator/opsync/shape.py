@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from opsync import secrettypes, templating
 from opsync.crd import RESERVED_ANNOTATION_PREFIXES, FieldSelector, OnePasswordItemSpec
 from opsync.errors import SpecError
-from opsync.mapping import SecretData, Skipped, is_valid_key, item_to_data
+from opsync.mapping import DNS1123_SUBDOMAIN, SecretData, Skipped, is_valid_key, item_to_data
 from opsync.resolve import Fetched
 from opsync.selection import default_key, select
 
@@ -193,6 +194,7 @@ def _secrets(fetched: Sequence[Fetched], data: Mapping[str, bytes]) -> list[str]
     for got in fetched:
         found += [f.value.get_secret_value() for f in got.item.fields or [] if f.value is not None]
         found += [u.href for u in got.item.urls or []]
+        found += [content.decode("utf-8", errors="ignore") for content in got.files.values()]
     found += [value.decode("utf-8", errors="ignore") for value in data.values()]
     return found
 
@@ -234,13 +236,11 @@ def _metadata(spec: OnePasswordItemSpec, fetched: Sequence[Fetched]) -> tuple[di
     labels = dict(spec.secretLabels or {})
     annotations = dict(spec.secretAnnotations or {})
     meta = spec.template.metadata if spec.template is not None else None
-    if meta is None:
-        return labels, annotations
     views = [_item_view(got, with_values=False) for got in fetched]
     context = {"item": views[0], "items": views}
     for kind, templates, target in (
-        ("labels", meta.labels, labels),
-        ("annotations", meta.annotations, annotations),
+        ("labels", meta.labels if meta else None, labels),
+        ("annotations", meta.annotations if meta else None, annotations),
     ):
         for key, source in (templates or {}).items():
             if key.startswith(RESERVED_ANNOTATION_PREFIXES):
@@ -250,7 +250,39 @@ def _metadata(spec: OnePasswordItemSpec, fetched: Sequence[Fetched]) -> tuple[di
                     reason="InvalidSpec",
                 )
             target[key] = templating.render(f"template.metadata.{kind}.{key}", source, context).strip()
+    _check_metadata(labels, annotations)
     return labels, annotations
+
+
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_QUALIFIED_NAME = re.compile(rf"^({DNS1123_SUBDOMAIN}/)?{_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_NAME})?$")
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+
+def _check_metadata(labels: Mapping[str, str], annotations: Mapping[str, str]) -> None:
+    """The API server's rules for label and annotation keys and label values, checked here so
+    that the status names the key and the rule instead of relaying a bare 422."""
+    rule = (
+        "a key is an optional DNS prefix and '/', then at most 63 characters of [-A-Za-z0-9_.] "
+        "starting and ending with a letter or digit"
+    )
+    for kind, keys in (("label", labels), ("annotation", annotations)):
+        for key in keys:
+            if not _QUALIFIED_NAME.match(key) or len(key.rpartition("/")[2]) > 63:
+                raise SpecError(f"{kind} key {key!r} is not valid: {rule}", reason="InvalidMetadata")
+    for key, value in labels.items():
+        if len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise SpecError(
+                f"label {key}={value!r} is not valid: a label value has at most 63 characters of "
+                "[-A-Za-z0-9_.], starting and ending with a letter or digit",
+                reason="InvalidMetadata",
+            )
+    size = sum(len(key) + len(value) for key, value in annotations.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        raise SpecError(
+            f"the annotations come to {size} bytes; Kubernetes allows 256 KiB", reason="InvalidMetadata"
+        )
 
 
 # -- the whole ------------------------------------------------------------------------------------

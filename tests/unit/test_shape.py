@@ -287,3 +287,45 @@ def test_sources_follow_the_spec_order() -> None:
         ("vaults/v/items/api", "p_"),
     ]
     assert [s.item_path for s in sources_of(None, "vaults/v/items/x")] == ["vaults/v/items/x"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "named"),
+    [
+        ({"secretLabels": {"bad key": "x"}}, "'bad key'"),
+        ({"secretLabels": {"ok": "has space"}}, "ok='has space'"),
+        ({"secretLabels": {"ok": "x" * 64}}, "ok="),
+        ({"secretAnnotations": {"-leading": "x"}}, "'-leading'"),
+        (
+            {"template": {"metadata": {"labels": {"title": "{{ item.title }} and more"}}}},
+            "title='db and more'",
+        ),
+    ],
+)
+def test_invalid_labels_and_annotations_are_named_before_writing(
+    metadata: dict[str, Any], named: str
+) -> None:
+    error = fail({**DB_PATH, **metadata}, DB)
+    assert error.reason == "InvalidMetadata" and named in str(error)
+
+
+def test_valid_qualified_names_pass() -> None:
+    spec = {
+        **DB_PATH,
+        "secretLabels": {"app.kubernetes.io/name": "shop", "empty": ""},
+        "secretAnnotations": {"example.com/note": "any text at all"},
+    }
+    composed = run(spec, DB)
+    assert composed.labels["app.kubernetes.io/name"] == "shop"
+
+
+def test_file_contents_are_redacted_from_template_errors() -> None:
+    canary = "file-canary-content"
+    with_file = fetched("filfilfilfilfilfilfilfilfi", "f", {"username": "u"}, {"note.txt": canary.encode()})
+    spec = {
+        "itemPath": "vaults/v/items/f",
+        "fields": [{"field": "username"}],
+        "template": {"stringData": {"x": "{{ ('{' ~ item.files['note.txt'].text ~ '}').format() }}"}},
+    }
+    error = fail(spec, with_file)
+    assert error.reason == "TemplateError" and canary not in str(error)
