@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from opsync import crd
 from opsync.desired import MANAGED_LABEL, RETAINED_FROM, DesiredSecret, Owner, SecretState, owner_references
-from opsync.errors import KubeError
+from opsync.errors import KubeError, shorten
 from opsync.mapping import SecretData
 from opsync.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET, WorkloadKind
 
@@ -52,9 +52,18 @@ def load_api_client() -> client.ApiClient:
 
 
 def _error(exc: ApiException, action: str) -> KubeError:
+    """The error with the API server's own explanation (a Status names fields and keys, never a
+    Secret's values), so that e.g. a 422 says which field is invalid."""
     reason = exc.reason or "error"
     retryable = exc.status in (409, 429) or (exc.status or 0) >= 500
-    return KubeError(f"{action} failed: {exc.status} {reason}", status=exc.status, retryable=retryable)
+    detail = ""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    if isinstance(message, str) and message:
+        detail = f": {shorten(message, 300)}"
+    return KubeError(f"{action} failed: {exc.status} {reason}{detail}", status=exc.status, retryable=retryable)
 
 
 def _state(secret: client.V1Secret) -> SecretState:
