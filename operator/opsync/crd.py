@@ -319,6 +319,27 @@ class OnePasswordItem(_Model):
     status: OnePasswordItemStatus | None = Field(default=None, description="Set by the operator.")
 
 
+class Placement(_Model):
+    """``secretName`` and ``deletionPolicy`` alone, for a spec whose other fields do not parse."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, extra="ignore")
+
+    secretName: str | None = Field(default=None, max_length=253, pattern=SECRET_NAME_PATTERN)
+    deletionPolicy: Literal["Delete", "Retain"] | None = None
+
+
+def parse_placement(raw: dict[str, Any]) -> Placement:
+    """The spec's valid ``secretName`` and ``deletionPolicy``; an invalid one is left out."""
+    values = {}
+    for name in Placement.model_fields:
+        try:
+            Placement.model_validate({name: raw.get(name)})
+        except ValidationError:
+            continue
+        values[name] = raw.get(name)
+    return Placement.model_validate(values)
+
+
 def parse_spec(raw: dict[str, Any]) -> tuple[OnePasswordItemSpec | None, str | None]:
     """The spec, or None and what is wrong with it, worded for a status message."""
     try:

@@ -67,6 +67,8 @@ class Target:
     """A OnePasswordItem's spec, with the shaping fields; None for an annotated Deployment."""
     spec_error: str | None = None
     """Why the spec did not parse (reported as InvalidSpec); then ``spec`` is None."""
+    retain: bool = False
+    """Whether the Secret outlives its owner (``deletionPolicy: Retain``)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -79,11 +81,6 @@ class Target:
     @property
     def item_paths(self) -> tuple[str, ...]:
         return tuple(source.item_path for source in self.sources)
-
-    @property
-    def retain(self) -> bool:
-        """Whether the Secret outlives its owner (``deletionPolicy: Retain``)."""
-        return self.spec is not None and self.spec.deletionPolicy == "Retain"
 
     @property
     def owner_ref(self) -> ObjectRef:
@@ -99,17 +96,21 @@ def item_target(body: Mapping[str, Any]) -> Target:
     found = body.get("spec")
     raw = dict(found) if isinstance(found, Mapping) else {}  # kopf gives a view, not a dict
     spec, error = crd.parse_spec(raw)
+    # Where the Secret is and whether it outlives the owner hold even when the rest of the spec
+    # does not parse: deleting the owner must not then delete a Secret meant to be retained.
+    placement = spec or crd.parse_placement(raw)
     item_path = raw.get("itemPath")
     return Target(
         owner=Owner(crd.API_VERSION, crd.KIND, meta["name"], meta.get("uid", "")),
         namespace=meta.get("namespace") or "default",
-        secret_name=(spec.secretName if spec is not None else None) or meta["name"],
+        secret_name=placement.secretName or meta["name"],
         item_path=item_path if isinstance(item_path, str) else None,
         secret_type=body.get("type"),
         labels=dict(meta.get("labels") or {}),
         annotations=dict(meta.get("annotations") or {}),
         spec=spec,
         spec_error=error,
+        retain=placement.deletionPolicy == "Retain",
     )
 
 

@@ -60,3 +60,17 @@ def test_schema_is_structural() -> None:
                 walk(value)
 
     walk(crd.openapi_schema())
+
+
+def test_placement_survives_a_spec_that_does_not_parse() -> None:
+    raw = {
+        "itemPath": "vaults/a/items/b",
+        "secretName": "kept",
+        "deletionPolicy": "Retain",
+        "template": {"stringData": {"bad key": "x"}},
+    }
+    spec, error = crd.parse_spec(raw)
+    assert spec is None and error is not None and "bad key" in error
+    placement = crd.parse_placement(raw)
+    assert (placement.secretName, placement.deletionPolicy) == ("kept", "Retain")
+    assert crd.parse_placement({"secretName": "Not Valid", "deletionPolicy": "Never"}).secretName is None
