@@ -86,11 +86,18 @@ def _collision(key: str, first: str, second: str) -> SpecError:
 
 
 class _Keys:
-    """Secret data being assembled, remembering where each key came from."""
+    """Secret data being assembled, remembering where each key came from.
 
-    def __init__(self) -> None:
+    ``lenient``: the keys only feed a template's ``data`` (``dockerConfig`` or a ``Replace``
+    template makes the Secret's keys), so two items giving one key is no error unless the
+    template reads that key (see :class:`_Clash`).
+    """
+
+    def __init__(self, *, lenient: bool = False) -> None:
         self.data: dict[str, bytes] = {}
         self.origin: dict[str, str] = {}
+        self.lenient = lenient
+        self.clashes: dict[str, str] = {}
 
     def add(self, key: str, value: bytes, origin: str) -> None:
         if not is_valid_key(key):
@@ -99,16 +106,39 @@ class _Keys:
                 "([-._a-zA-Z0-9]+, at most 253 characters)",
                 reason="InvalidKey",
             )
+        if key in self.clashes:
+            return
         if key in self.data:
-            raise _collision(key, self.origin[key], origin)
+            if not self.lenient:
+                raise _collision(key, self.origin[key], origin)
+            self.origin.pop(key)
+            self.clashes[key] = (
+                f"{key!r} in data is given by more than one item; read it from items[n].fields, "
+                "or rename it with key or prefix"
+            )
+            del self.data[key]
+            return
         self.data[key] = value
         self.origin[key] = origin
 
 
+class _Clash:
+    """A key of a template's ``data`` that two items give: reading it fails, saying so."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def __str__(self) -> str:
+        raise ValueError(self._message)
+
+    def __repr__(self) -> str:
+        return "_Clash()"
+
+
 def _mapped(
-    sources: Sequence[Source], fetched: Sequence[Fetched], allow_empty_values: bool
+    sources: Sequence[Source], fetched: Sequence[Fetched], allow_empty_values: bool, *, lenient: bool
 ) -> tuple[_Keys, tuple[Skipped, ...]]:
-    keys = _Keys()
+    keys = _Keys(lenient=lenient)
     skipped: list[Skipped] = []
     for source, got in zip(sources, fetched, strict=True):
         if source.fields is None:
@@ -206,7 +236,10 @@ def _rendered(spec: OnePasswordItemSpec, fetched: Sequence[Fetched], keys: _Keys
     context = {
         "item": views[0],
         "items": views,
-        "data": {key: templating.Blob(value) for key, value in keys.data.items()},
+        "data": {
+            **{key: _Clash(message) for key, message in keys.clashes.items()},
+            **{key: templating.Blob(value) for key, value in keys.data.items()},
+        },
     }
     secrets = _secrets(fetched, keys.data)
     out = keys if template.mergePolicy == "Merge" else _Keys()
@@ -297,14 +330,20 @@ def compose(
     allow_empty_values: bool = False,
 ) -> Composed:
     """The Secret for ``sources`` read as ``fetched`` (same order), shaped by ``spec``."""
-    keys, skipped = _mapped(sources, fetched, allow_empty_values)
+    template = spec.template if spec is not None else None
+    rendered = template is not None and bool(template.data or template.stringData)
+    replaced = spec is not None and (
+        spec.dockerConfig is not None
+        or (rendered and template is not None and template.mergePolicy == "Replace")
+    )
+    keys, skipped = _mapped(sources, fetched, allow_empty_values, lenient=replaced)
     secret_type = type_ or "Opaque"
     if spec is not None and spec.dockerConfig is not None:
         built = _docker_config(spec, fetched[0], type_)
         keys = _Keys()
         keys.add(".dockerconfigjson", built, "spec.dockerConfig")
         secret_type = secrettypes.DOCKER_CONFIG_JSON
-    if spec is not None and spec.template is not None and (spec.template.data or spec.template.stringData):
+    if spec is not None and rendered:
         keys = _rendered(spec, fetched, keys)
     labels, annotations = _metadata(spec, fetched) if spec is not None else ({}, {})
     data = secrettypes.prepare(secret_type, keys.data)

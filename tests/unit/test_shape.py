@@ -329,3 +329,20 @@ def test_file_contents_are_redacted_from_template_errors() -> None:
     }
     error = fail(spec, with_file)
     assert error.reason == "TemplateError" and canary not in str(error)
+
+
+def test_a_replace_template_tolerates_keys_two_items_give_until_it_reads_one() -> None:
+    both = {**DB_PATH, "items": [{"itemPath": "vaults/v/items/api"}]}
+    fine = {
+        **both,
+        "template": {
+            "stringData": {"users": "{{ items[0].fields.username }},{{ items[1].fields.username }}"}
+        },
+    }
+    assert dict(run(fine, DB, API).data) == {"users": b"admin,svc"}
+    reads = {**both, "template": {"stringData": {"u": "{{ data.username }}"}}}
+    error = fail(reads, DB, API)
+    assert error.reason == "TemplateError" and "'username' in data is given by more than one item" in str(error)
+    assert "admin" not in str(error)
+    merged = {**both, "template": {"mergePolicy": "Merge", "stringData": {"u": "x"}}}
+    assert fail(merged, DB, API).reason == "KeyCollision"
