@@ -42,6 +42,7 @@ from tests.integration.conftest import (
     Kube,
     OperatorProcess,
     eventually,
+    request_delta,
     running_operator,
     start_connect,
     watched_namespace,
@@ -484,7 +485,7 @@ async def test_items_with_prefix_next_to_item_path_and_alone(shaping: Shaping) -
 
 
 async def test_a_change_to_the_second_item_is_picked_up_by_polling(
-    shaping: Shaping, shape_client: ConnectClient
+    shaping: Shaping, shape_client: ConnectClient, shape_connect: ConnectProcess
 ) -> None:
     shaping.create(
         "polled",
@@ -495,6 +496,7 @@ async def test_a_change_to_the_second_item_is_picked_up_by_polling(
     await shaping.ready("polled")
     assert shaping.data("polled") == {"username": b"admin", "rotating_password": ROTATING_PASSWORD.encode()}
 
+    before = shape_connect.requests()
     await shape_client.patch_item(
         VAULT_ID,
         item_id("rotating"),
@@ -505,6 +507,9 @@ async def test_a_change_to_the_second_item_is_picked_up_by_polling(
         within=POLLING_INTERVAL * 5 + 5,
     )
     assert shaping.data("polled") == {"username": b"admin", "rotating_password": ROTATED_PASSWORD.encode()}
+    # Only the item that changed is read again; the first one comes from the last sync.
+    delta = request_delta(before, shape_connect.requests())
+    assert delta.get(("GET", "/v1/vaults/{vaultUuid}/items/{itemUuid}")) == 1, delta
     status = await eventually(lambda: (s := shaping.status("polled"))["items"][1]["itemVersion"] == 2 and s)
     assert status["items"] == [
         {"itemPath": resolved("db"), "itemVersion": 1},
