@@ -63,7 +63,9 @@ def _error(exc: ApiException, action: str) -> KubeError:
         message = None
     if isinstance(message, str) and message:
         detail = f": {shorten(message, 300)}"
-    return KubeError(f"{action} failed: {exc.status} {reason}{detail}", status=exc.status, retryable=retryable)
+    return KubeError(
+        f"{action} failed: {exc.status} {reason}{detail}", status=exc.status, retryable=retryable
+    )
 
 
 def _state(secret: client.V1Secret) -> SecretState:
