@@ -20,6 +20,8 @@ from typing import Any, TextIO
 import yaml
 
 from opsync import crd
+from opsync.connect import ConnectClient, ConnectConfig
+from opsync.desired import DesiredSecret
 from opsync.errors import ConfigError
 from opsync.reconcile import checked_paths, describe_failure, desired_secret, item_target
 from opsync.resolve import fetch
@@ -47,8 +49,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _main(args: argparse.Namespace) -> int:
-    from opsync.connect import ConnectConfig
-
     try:
         bodies = _load(sys.stdin if args.filename == "-" else None, args.filename)
         config = ConnectConfig()
@@ -91,7 +91,7 @@ def _load(stream: TextIO | None, filename: str) -> list[dict[str, Any]]:
 
 
 async def render_all(
-    config: Any,
+    config: ConnectConfig,
     bodies: list[dict[str, Any]],
     *,
     out: TextIO,
@@ -101,8 +101,6 @@ async def render_all(
     copy_annotations: bool = False,
 ) -> int:
     """Print each CR's Secret to ``out``, each failure to ``err``; 1 if any failed."""
-    from opsync.connect import ConnectClient
-
     failed = False
     async with ConnectClient(config) as client:
         for body in bodies:
@@ -134,7 +132,7 @@ async def render_all(
     return 1 if failed else 0
 
 
-def _manifest(wanted: Any, show_values: bool) -> dict[str, Any]:
+def _manifest(wanted: DesiredSecret, show_values: bool) -> dict[str, Any]:
     data: Mapping[str, bytes] = wanted.data
     return {
         "apiVersion": "v1",
