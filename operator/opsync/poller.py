@@ -38,7 +38,7 @@ from typing import Any, Literal
 from opsync.connect import ConnectClient, Item, Vault
 from opsync.errors import ConnectError, SpecError
 from opsync.reconcile import Failure, Outcome, Reconciler, Target
-from opsync.resolve import Fetched, ItemPath, pick, pick_vault
+from opsync.resolve import Fetched, ItemPath, fetch_resolved, pick, pick_vault
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class Poller:
         for resolved in changes.to_read():
             report.fetched += 1
             try:
-                read[resolved] = await self.reconciler.fetch_resolved(resolved)
+                read[resolved] = await fetch_resolved(self.connect, resolved)
             except ConnectError as exc:
                 logger.info("reading %s failed (%s); resolving its users afresh", resolved, exc)
                 read[resolved] = None

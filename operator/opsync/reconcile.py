@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,7 +43,7 @@ from opsync.errors import (
 )
 from opsync.kube import KubeApi, ObjectRef
 from opsync.mapping import SecretData, Skipped
-from opsync.resolve import Fetched, ItemPath, fetch, fetch_resolved
+from opsync.resolve import Fetched, ItemPath, fetch
 from opsync.settings import parse_bool
 from opsync.shape import Composed, Source, compose, sources_of
 
@@ -286,12 +286,6 @@ class Reconciler:
         """One sync at a time per Secret (a handler, the poller and drift repair may race)."""
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def fetch(self, path: ItemPath) -> Fetched:
-        return await fetch(self.connect, path)
-
-    async def fetch_resolved(self, resolved: ItemPath) -> Fetched:
-        return await fetch_resolved(self.connect, resolved)
-
     async def sync(self, target: Target, *, fetched: Sequence[Fetched] | None = None) -> Outcome:
         """Sync one target; ``fetched`` holds its items already read, in the order of
         ``target.sources`` (the poller reads an item once for every target using it), else they
@@ -300,7 +294,7 @@ class Reconciler:
         sources = target.sources
         async with self.lock(target.key):
             if fetched is None:
-                fetched = [await self.fetch(path) for path in paths]
+                fetched = [await fetch(self.connect, path) for path in paths]
             existing = await self.kube.read_secret(target.namespace, target.secret_name)
             self._check_ownership(target, existing)
             items = tuple((str(got.resolved), got.item.version or 0) for got in fetched)
@@ -399,39 +393,45 @@ class Reconciler:
     async def release(self, target: Target) -> bool:
         """Keep the target's Secret (others use it) but drop the target from its owners, so that
         Kubernetes' garbage collector does not delete it with the target; True when it did."""
-        async with self.lock(target.key):
-            self._forget(target.key, target.owner)
-            existing = await self.kube.read_secret(target.namespace, target.secret_name)
-            if existing is None or not desired_mod.is_owned_by(existing, target.owner):
-                return False
-            others = [ref for ref in existing.owner_references if ref.uid != target.owner.uid]
-            await self.kube.set_owner_references(existing, others)
-            return True
+
+        async def drop_owner(existing: SecretState) -> None:
+            await self.kube.set_owner_references(existing, _other_owners(existing, target.owner))
+
+        return await self._let_go(target, target.secret_name, drop_owner)
 
     async def delete(self, target: Target, secret_name: str | None = None) -> bool:
         """Delete the target's Secret (or its earlier one, ``secret_name``) if it is ours; True
         when something was deleted."""
-        key = (target.namespace, secret_name or target.secret_name)
-        async with self.lock(key):
-            self._forget(key, target.owner)
-            existing = await self.kube.read_secret(*key)
-            if existing is None or not desired_mod.is_owned_by(existing, target.owner):
-                return False
-            await self.kube.delete_secret(*key, uid=existing.uid)
-            return True
+
+        async def delete(existing: SecretState) -> None:
+            await self.kube.delete_secret(existing.namespace, existing.name, uid=existing.uid)
+
+        return await self._let_go(target, secret_name or target.secret_name, delete)
 
     async def retain(self, target: Target, secret_name: str | None = None) -> bool:
         """Leave the target's Secret (or its earlier one) behind as ``deletionPolicy: Retain``
         asks: without the target's ownerReference, so the garbage collector keeps it, and without
         the managed label, so drift repair lets it be; True when it was ours."""
-        key = (target.namespace, secret_name or target.secret_name)
+
+        async def retain(existing: SecretState) -> None:
+            owners = _other_owners(existing, target.owner)
+            await self.kube.retain_secret(existing, owners, desired_mod.retained_from(target.owner))
+
+        return await self._let_go(target, secret_name or target.secret_name, retain)
+
+    async def _let_go(
+        self, target: Target, secret_name: str, act: Callable[[SecretState], Awaitable[None]]
+    ) -> bool:
+        """Forget the Secret for drift repair and, if the target owns it, ``act`` on it."""
+        key = (target.namespace, secret_name)
         async with self.lock(key):
-            self._forget(key, target.owner)
+            cached = self._desired.get(key)
+            if cached is not None and cached.owner == target.owner:
+                self._desired.pop(key)
             existing = await self.kube.read_secret(*key)
             if existing is None or not desired_mod.is_owned_by(existing, target.owner):
                 return False
-            others = [ref for ref in existing.owner_references if ref.uid != target.owner.uid]
-            await self.kube.retain_secret(existing, others, desired_mod.retained_from(target.owner))
+            await act(existing)
             return True
 
     async def retire(self, target: Target, secret_name: str) -> bool:
@@ -443,7 +443,6 @@ class Reconciler:
             return await self.retain(target, secret_name)
         return await self.delete(target, secret_name)
 
-    def _forget(self, key: tuple[str, str], owner: Owner) -> None:
-        cached = self._desired.get(key)
-        if cached is not None and cached.owner == owner:
-            self._desired.pop(key)
+
+def _other_owners(existing: SecretState, owner: Owner) -> list[Owner]:
+    return [ref for ref in existing.owner_references if ref.uid != owner.uid]
