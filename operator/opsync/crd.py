@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from opsync.mapping import DNS1123_SUBDOMAIN, is_valid_key
+
 GROUP = "onepassword.com"
 VERSION = "v1"
 KIND = "OnePasswordItem"
@@ -39,9 +41,10 @@ class _Model(BaseModel):
 
 KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 PREFIX_PATTERN = r"^[-._a-zA-Z0-9]*$"
-SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # noqa: S105 - a name pattern
+SECRET_NAME_PATTERN = f"^{DNS1123_SUBDOMAIN}$"
 MAX_FIELDS = 100
 MAX_ITEMS = 20
+ONE_SERVER = "dockerConfig needs exactly one of server and serverField"
 FIELDS_NEED_ITEM = "spec.fields selects from spec.itemPath, which is not set; use spec.items[].fields"
 RESERVED_ANNOTATION_PREFIXES = ("operator.1password.io/", "opsync.io/")
 SELECTOR_HELP = (
@@ -153,7 +156,7 @@ class SecretTemplate(_Model):
     @classmethod
     def _keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         for key in value or {}:
-            if not re.match(KEY_PATTERN, key) or len(key) > 253 or key in {".", ".."}:
+            if not is_valid_key(key):
                 raise ValueError(f"{key!r} is not a valid Secret key ([-._a-zA-Z0-9]+)")
         return value
 
@@ -168,7 +171,7 @@ class DockerConfig(_Model):
             "x-kubernetes-validations": [
                 {
                     "rule": "has(self.server) != has(self.serverField)",
-                    "message": "dockerConfig needs exactly one of server and serverField",
+                    "message": ONE_SERVER,
                 }
             ]
         },
@@ -187,7 +190,7 @@ class DockerConfig(_Model):
     @model_validator(mode="after")
     def _one_server(self) -> DockerConfig:
         if (self.server is None) == (self.serverField is None):
-            raise ValueError("dockerConfig needs exactly one of server and serverField")
+            raise ValueError(ONE_SERVER)
         return self
 
 

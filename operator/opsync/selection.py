@@ -51,7 +51,8 @@ def _field_value(field: Field) -> bytes:
     return field.value.get_secret_value().encode() if field.value is not None else b""
 
 
-def _section_label(item: FullItem, field: Field) -> str | None:
+def section_label(item: FullItem, field: Field) -> str | None:
+    """The label of the section ``field`` is in (by the field's own reference, else by id)."""
     if field.section is None:
         return None
     if field.section.label:
@@ -65,7 +66,7 @@ def _one_field(selector: str, item: FullItem, matches: Sequence[Field]) -> Selec
         return None
     if len({_field_value(f) for f in matches}) > 1:
         where = ", ".join(
-            f"section {_section_label(item, f) or '(none)'!r} (id:{f.id})" for f in matches[:_LISTED]
+            f"section {section_label(item, f) or '(none)'!r} (id:{f.id})" for f in matches[:_LISTED]
         )
         raise SpecError(
             f"field {selector!r} matches {len(matches)} fields of item {item.title!r}: {where}; "
@@ -84,7 +85,7 @@ def _by_section(item: FullItem, text: str) -> Selected | None:
     section, _, label = text.partition("/")
     if not label:
         return None
-    matches = [f for f in item.fields or [] if f.label == label and _section_label(item, f) == section]
+    matches = [f for f in item.fields or [] if f.label == label and section_label(item, f) == section]
     found = _one_field(text, item, matches)
     return Selected(label, found.what, found.value) if found else None
 

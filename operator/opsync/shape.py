@@ -34,7 +34,7 @@ from opsync.crd import RESERVED_ANNOTATION_PREFIXES, FieldSelector, OnePasswordI
 from opsync.errors import SpecError
 from opsync.mapping import DNS1123_SUBDOMAIN, SecretData, Skipped, is_valid_key, item_to_data
 from opsync.resolve import Fetched
-from opsync.selection import default_key, select
+from opsync.selection import default_key, section_label, select
 
 MAX_DATA_BYTES = 1024 * 1024 - 64 * 1024
 """Kubernetes refuses a Secret over 1 MiB; this leaves room for its metadata."""
@@ -190,7 +190,6 @@ def _item_view(got: Fetched, *, with_values: bool) -> dict[str, Any]:
     }
     if not with_values:
         return view
-    sections = {s.id: s.label for s in item.sections or [] if s.id}
     fields: dict[str, str] = {}
     by_section: dict[str, dict[str, str]] = {}
     for item_field in item.fields or []:
@@ -198,8 +197,7 @@ def _item_view(got: Fetched, *, with_values: bool) -> dict[str, Any]:
             continue
         value = item_field.value.get_secret_value() if item_field.value is not None else ""
         fields[item_field.label] = value  # the last field wins, as in the default mapping
-        section = item_field.section
-        label = section and (section.label or sections.get(section.id or ""))
+        label = section_label(item, item_field)
         if label:
             by_section.setdefault(label, {})[item_field.label] = value
     urls = item.urls or []
@@ -332,13 +330,12 @@ def compose(
     """The Secret for ``sources`` read as ``fetched`` (same order), shaped by ``spec``."""
     template = spec.template if spec is not None else None
     rendered = template is not None and bool(template.data or template.stringData)
-    replaced = spec is not None and (
-        spec.dockerConfig is not None
-        or (rendered and template is not None and template.mergePolicy == "Replace")
-    )
+    docker = spec.dockerConfig is not None if spec is not None else False
+    # Keys the Secret will not hold cannot collide: with dockerConfig or a Replace template.
+    replaced = docker or (rendered and template is not None and template.mergePolicy == "Replace")
     keys, skipped = _mapped(sources, fetched, allow_empty_values, lenient=replaced)
     secret_type = type_ or "Opaque"
-    if spec is not None and spec.dockerConfig is not None:
+    if spec is not None and docker:
         built = _docker_config(spec, fetched[0], type_)
         keys = _Keys()
         keys.add(".dockerconfigjson", built, "spec.dockerConfig")
