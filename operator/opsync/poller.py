@@ -211,7 +211,7 @@ class Poller:
             for vault_id in sorted({r.vault for _, r in pairs} & moved):
                 to_list[vault_id].append(entry)
 
-        changes = _Changes()
+        changes = Changes()
         for vault_id, users in to_list.items():
             items = await self.connect.list_items(vault_id)
             report.vaults_listed += 1
@@ -256,7 +256,7 @@ class Poller:
             changed.append((target, result))
 
 
-class _Changes:
+class Changes:
     """What the item listings of one poll say about the tracked targets."""
 
     def __init__(self) -> None:
