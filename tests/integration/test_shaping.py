@@ -12,7 +12,6 @@ polls every two seconds, so a change made through the Connect API shows up quick
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -21,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -31,7 +28,6 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_ssh_private_key,
 )
-from cryptography.x509.oid import NameOID
 from kubernetes import client
 
 from opsync import crd
@@ -47,6 +43,7 @@ from tests.integration.conftest import (
     start_connect,
     watched_namespace,
 )
+from tests.pki import certificate
 
 PREFIX = "ops-"
 POLLING_INTERVAL = 2
@@ -67,21 +64,8 @@ OPENSSH_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 def self_signed_certificate() -> tuple[bytes, bytes]:
     """A self-signed certificate and its key (PKCS#8), both PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shape.example")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        certificate.public_bytes(Encoding.PEM),
-        key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+    return certificate(key, "shape.example"), key.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
     )
 
 

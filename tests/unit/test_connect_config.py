@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from opsync.connect import ConnectConfig
 from opsync.errors import ConfigError
+from tests.pki import certificate
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.token-canary-91c2.sig"
 
@@ -31,21 +28,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def ca_bundle(tmp_path: Path) -> Path:
     """A PEM file with one self-signed CA certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "opsync test CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert = certificate(key, "opsync test CA", ca=True)
     path = tmp_path / "ca.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.write_bytes(cert)
     return path
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 from collections.abc import Callable, Mapping
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import (
@@ -21,10 +18,10 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_ssh_private_key,
 )
-from cryptography.x509.oid import NameOID
 
 from opsync import secrettypes
 from opsync.errors import SpecError
+from tests.pki import certificate
 
 CANARY = "CANARY-hunter2"
 
@@ -62,26 +59,6 @@ def pem(
     key: PrivateKeyTypes, form: PrivateFormat, encryption: KeySerializationEncryption | None = None
 ) -> bytes:
     return key.private_bytes(Encoding.PEM, form, encryption or NoEncryption())
-
-
-def certificate(
-    key: CertificateIssuerPrivateKeyTypes,
-    name: str = "leaf",
-    issuer: tuple[str, CertificateIssuerPrivateKeyTypes] | None = None,
-) -> bytes:
-    issuer_name, issuer_key = issuer or (name, key)
-    now = datetime.datetime.now(datetime.UTC)
-    built = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(issuer_key, None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
-    )
-    return built.public_bytes(Encoding.PEM)
 
 
 def public_bytes(key: PrivateKeyTypes) -> bytes:
