@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from opsync.connect import FullItem, Item, Vault
 from opsync.desired import Owner
-from opsync.poller import PollReport, Tracked, Changes
+from opsync.poller import Changes, PollReport, Tracked
 from opsync.reconcile import Target
 from opsync.resolve import Fetched, ItemPath
 
