@@ -9,7 +9,7 @@ measurement, not a test: it asserts nothing and prints what it saw, with the
 targets beside it.
 
 For each N it starts a fresh local control plane
-(:class:`opsync.testing.controlplane.ControlPlane`) and a local Connect server
+(:class:`opsync.tooling.controlplane.ControlPlane`) and a local Connect server
 (``opsync connect-server``) on generated data (N LOGIN items in V vaults),
 creates N OnePasswordItems (half by title, half by id), then starts
 ``opsync run`` and measures:
@@ -52,9 +52,9 @@ import yaml
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
-from opsync import crd
-from opsync.testing.controlplane import ControlPlane, free_port
-from opsync.testing.watchdog import GroupWatchdog
+from opsync.core import crd
+from opsync.tooling.controlplane import ControlPlane, free_port
+from opsync.tooling.watchdog import GroupWatchdog
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO / "crds" / "onepassworditem.yaml"

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from opsync.testing.controlplane import ControlPlane
+from opsync.tooling.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
 

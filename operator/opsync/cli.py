@@ -16,16 +16,17 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _registrars() -> list[Registrar]:
-    from opsync import demo, render, run
-    from opsync.connectserver import cli as connectserver_cli
-    from opsync.testing import cli as testing_cli
+    from opsync import dryrun, run
+    from opsync.tooling import cli as tooling_cli
+    from opsync.tooling import demo
+    from opsync.tooling.connectserver import cli as connectserver_cli
 
     return [
         run.register,
-        render.register,
+        dryrun.register,
         _register_crd,
         connectserver_cli.register,
-        testing_cli.register,
+        tooling_cli.register,
         demo.register,
     ]
 
@@ -36,9 +37,9 @@ def _register_crd(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _print_crd(args: argparse.Namespace) -> int:
-    from opsync import crd
+    from opsync.core import crd
 
-    sys.stdout.write(crd.render_crd_yaml())
+    sys.stdout.write(crd.definition_yaml())
     return 0
 
 

@@ -3,7 +3,7 @@
 kopf watches and dispatches; every read and write opsync makes itself
 (Secrets, CR status, Events, workloads) goes through :class:`KubeApi`. The
 client is synchronous, so each call runs in a worker thread. API errors become
-:class:`~opsync.errors.KubeError` with only the status and the server's reason,
+:class:`~opsync.core.errors.KubeError` with only the status and the server's reason,
 never a request body (which may hold Secret data).
 """
 
@@ -16,30 +16,26 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from opsync import crd
-from opsync.desired import MANAGED_LABEL, RETAINED_FROM, DesiredSecret, Owner, SecretState, owner_references
-from opsync.errors import KubeError, shorten
-from opsync.mapping import SecretData
-from opsync.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET, WorkloadKind
+from opsync.core import crd
+from opsync.core.desired import (
+    MANAGED_LABEL,
+    RETAINED_FROM,
+    DesiredSecret,
+    ObjectRef,
+    Owner,
+    SecretState,
+    owner_references,
+)
+from opsync.core.errors import KubeError, shorten
+from opsync.core.mapping import SecretData
+from opsync.core.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET, WorkloadKind
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """Enough of an object to post an Event about it."""
-
-    api_version: str
-    kind: str
-    namespace: str
-    name: str
-    uid: str
 
 
 def load_api_client() -> client.ApiClient:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sys
 
-from opsync.errors import ConfigError
+from opsync.core.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +73,7 @@ def configure_logging(level: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from opsync.connect import ConnectConfig
+    from opsync.connect.config import ConnectConfig
     from opsync.handlers import run_operator
     from opsync.settings import OperatorSettings
 

@@ -5,7 +5,7 @@ environment exactly as the official 1Password operator reads them, and
 ``--enable-annotations`` / ``--allow-empty-values`` are its flags; opsync's own
 knobs are ``OPSYNC_*``. Settings are built explicitly by ``opsync run`` (never at
 import time) and reach the handlers through kopf's memo. An invalid value stops
-start-up with one :class:`~opsync.errors.ConfigError` naming the variable.
+start-up with one :class:`~opsync.core.errors.ConfigError` naming the variable.
 """
 
 from __future__ import annotations
@@ -15,22 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from opsync.errors import ConfigError
-
-_TRUE = {"1", "t", "true"}
-_FALSE = {"0", "f", "false"}
-
-
-def parse_bool(value: object) -> bool:
-    """Go's ``strconv.ParseBool`` on the lower-cased value, as the official operator does."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError("must be true or false (or 1/0, t/f)")
+from opsync.core.errors import ConfigError
+from opsync.core.gobool import parse_bool
 
 
 def _namespaces(value: object) -> object:

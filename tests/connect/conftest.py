@@ -26,7 +26,7 @@ import pytest
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from opsync.connectserver import ConnectServer, FaultConfig, ServerOptions
+from opsync.tooling.connectserver import ConnectServer, FaultConfig, ServerOptions
 
 KUBERNETES_VAULT_ID = "kubernetesvault00000000001"
 PLATFORM_VAULT_ID = "platformvault0000000000001"

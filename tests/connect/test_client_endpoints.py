@@ -10,9 +10,9 @@ import pytest
 from pydantic import SecretStr
 
 from opsync import __version__
-from opsync.connect import (
-    ConnectClient,
-    ConnectConfig,
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.connect.models import (
     Field,
     FieldPurpose,
     FieldType,
@@ -22,8 +22,8 @@ from opsync.connect import (
     Section,
     SectionRef,
 )
-from opsync.connectserver import ConnectServer, ServerOptions
-from opsync.errors import NotFound, PayloadTooLarge
+from opsync.core.errors import NotFound, PayloadTooLarge
+from opsync.tooling.connectserver import ConnectServer, ServerOptions
 from tests.connect.ids import oid
 
 MAIN = oid("mainvault")

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from opsync.connect import ConnectClient, ConnectConfig, Field, FullItem, ItemCategory, PatchOperation
-from opsync.connectserver import ConnectServer
-from opsync.errors import (
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.connect.models import Field, FullItem, ItemCategory, PatchOperation
+from opsync.core.errors import (
     BadRequest,
     ConnectError,
     ConnectTransientError,
@@ -26,6 +27,7 @@ from opsync.errors import (
     RateLimited,
     ServerError,
 )
+from opsync.tooling.connectserver import ConnectServer
 from tests.connect.ids import oid
 
 VAULT = oid("retryvault")

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from opsync.connect import ConnectClient, ConnectConfig, Field, FullItem, ItemCategory, PatchOperation
-from opsync.connectserver import ConnectServer, ServerOptions
-from opsync.errors import ConnectRequestError, Forbidden, Unauthorized
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.connect.models import Field, FullItem, ItemCategory, PatchOperation
+from opsync.core.errors import ConnectRequestError, Forbidden, Unauthorized
+from opsync.tooling.connectserver import ConnectServer, ServerOptions
 from tests.connect.ids import oid
 
 TEAM = oid("teamvault")

@@ -14,17 +14,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from opsync.connect import (
-    ConnectClient,
-    ConnectConfig,
-    Field,
-    FieldType,
-    FullItem,
-    ItemCategory,
-    PatchOperation,
-)
-from opsync.connectserver import ConnectServer
-from opsync.errors import BadRequest, ConnectError, ConnectUnavailable, NotFound, ServerError
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.connect.models import Field, FieldType, FullItem, ItemCategory, PatchOperation
+from opsync.core.errors import BadRequest, ConnectError, ConnectUnavailable, NotFound, ServerError
+from opsync.tooling.connectserver import ConnectServer
 from tests.connect.ids import oid
 
 CANARY = f"canary-value-{uuid.uuid4().hex}"
@@ -91,7 +85,7 @@ def _no_connect_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """Everything at DEBUG, httpx and httpcore included (set before the client quiets them)."""
     caplog.set_level(logging.DEBUG)
-    for name in ("httpx", "httpcore", "opsync", "opsync.connect", "opsync.connectserver"):
+    for name in ("httpx", "httpcore", "opsync", "opsync.connect", "opsync.tooling.connectserver"):
         caplog.set_level(logging.DEBUG, logger=name)
     yield caplog
     assert_clean(caplog.text)

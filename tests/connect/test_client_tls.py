@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from opsync.connect import ConnectClient, ConnectConfig
-from opsync.errors import ConnectUnavailable
-from opsync.testing.controlplane import write_pki
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.core.errors import ConnectUnavailable
+from opsync.tooling.controlplane import write_pki
 
 
 @pytest.fixture(autouse=True)

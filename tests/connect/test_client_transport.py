@@ -19,8 +19,10 @@ import pytest
 from pydantic import SecretStr
 
 from opsync import __version__
-from opsync.connect import ConnectClient, ConnectConfig, Field, FullItem, scim_eq
-from opsync.errors import (
+from opsync.connect.client import ConnectClient, scim_eq
+from opsync.connect.config import ConnectConfig
+from opsync.connect.models import Field, FullItem
+from opsync.core.errors import (
     BadRequest,
     ConnectError,
     ConnectRequestError,

@@ -2,7 +2,7 @@
 
 One call per attempt (retries included), with the route template (never an id), the status as a
 string (``"error"`` without a response) and the seconds taken; a failing observer never fails a
-request; :meth:`opsync.metrics.Metrics.connect_request` fits the hook as it is.
+request; :meth:`opsync.ops.metrics.Metrics.connect_request` fits the hook as it is.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from opsync.connect import ConnectClient, ConnectConfig
-from opsync.connectserver import ConnectServer
-from opsync.errors import ConnectUnavailable, NotFound, ServerError
-from opsync.metrics import Metrics
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.core.errors import ConnectUnavailable, NotFound, ServerError
+from opsync.ops.metrics import Metrics
+from opsync.tooling.connectserver import ConnectServer
 from tests.connect.conftest import DB_ITEM_ID, KUBERNETES_VAULT_ID, PLATFORM_VAULT_ID
 from tests.connect.ids import oid
 

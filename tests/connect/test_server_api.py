@@ -6,7 +6,7 @@ import base64
 import logging
 import re
 
-from opsync.connectserver import ConnectServer, ServerOptions
+from opsync.tooling.connectserver import ConnectServer, ServerOptions
 
 K8S = "kubernetesvault00000000001"
 PLATFORM = "platformvault0000000000001"

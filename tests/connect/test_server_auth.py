@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from opsync.connectserver import Access, ServerOptions, StoreLookupError, TokenError
+from opsync.tooling.connectserver import Access, ServerOptions, StoreLookupError, TokenError
 
 K8S = "kubernetesvault00000000001"
 PLATFORM = "platformvault0000000000001"

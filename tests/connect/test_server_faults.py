@@ -8,9 +8,9 @@ import aiohttp
 import pytest
 
 from opsync.cli import build_parser
-from opsync.connectserver import FaultConfig
-from opsync.connectserver.cli import faults_from_args
-from opsync.connectserver.faults import FaultInjector
+from opsync.tooling.connectserver import FaultConfig
+from opsync.tooling.connectserver.cli import faults_from_args
+from opsync.tooling.connectserver.faults import FaultInjector
 
 K8S = "kubernetesvault00000000001"
 DB = "dbcredentials0000000000001"

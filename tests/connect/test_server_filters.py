@@ -7,8 +7,8 @@ import urllib.parse
 
 import pytest
 
-from opsync.connectserver import ServerOptions
-from opsync.connectserver.filters import FilterError, parse
+from opsync.tooling.connectserver import ServerOptions
+from opsync.tooling.connectserver.filters import FilterError, parse
 
 K8S = "kubernetesvault00000000001"
 PLATFORM = "platformvault0000000000001"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from opsync.cli import main
-from opsync.connectserver import ConnectServer, DataFileError
+from opsync.tooling.connectserver import ConnectServer, DataFileError
 
 K8S = "kubernetesvault00000000001"
 DB = "dbcredentials0000000000001"
@@ -25,7 +25,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "connect-data.yaml"
 
 async def test_missing_file_starts_empty_and_is_created(tmp_path, caplog, raw_http):
     path = tmp_path / "absent.yaml"
-    caplog.set_level(logging.INFO, logger="opsync.connectserver")
+    caplog.set_level(logging.INFO, logger="opsync.tooling.connectserver")
     async with ConnectServer(path) as server:
         assert server.store.vaults() == []
         assert "does not exist: starting with no vaults" in caplog.text
@@ -41,7 +41,7 @@ async def test_missing_file_starts_empty_and_is_created(tmp_path, caplog, raw_ht
 async def test_empty_file_starts_empty(tmp_path, caplog):
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing yet\n")
-    caplog.set_level(logging.INFO, logger="opsync.connectserver")
+    caplog.set_level(logging.INFO, logger="opsync.tooling.connectserver")
     async with ConnectServer(path) as server:
         assert server.store.vaults() == []
     assert "is empty: starting with no vaults" in caplog.text

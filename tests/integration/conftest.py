@@ -27,9 +27,10 @@ import yaml
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
-from opsync import crd
-from opsync.connect import ConnectClient, ConnectConfig
-from opsync.testing.controlplane import free_port
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.core import crd
+from opsync.tooling.controlplane import free_port
 from tests.conftest import Cluster
 
 T = TypeVar("T")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, watch
 
-from opsync import crd
-from opsync.testing.controlplane import ControlPlane, ControlPlaneError
+from opsync.core import crd
+from opsync.tooling.controlplane import ControlPlane, ControlPlaneError
 from tests.conftest import Cluster
 
 
@@ -150,7 +150,7 @@ def test_children_die_with_a_killed_parent_and_its_files_are_swept(tmp_path: Pat
         f"""
         import json, sys, time
         from pathlib import Path
-        from opsync.testing.controlplane import ControlPlane
+        from opsync.tooling.controlplane import ControlPlane
         plane = ControlPlane(parent_dir=Path({str(parent_dir)!r}))
         plane.start()
         print(json.dumps({{"pids": plane.pids, "dir": str(plane.dir)}}), flush=True)

@@ -29,10 +29,10 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from opsync import crd
-from opsync.connect import ConnectClient
-from opsync.testing import binaries
-from opsync.testing.controlplane import free_port
+from opsync.connect.client import ConnectClient
+from opsync.core import crd
+from opsync.tooling import binaries
+from opsync.tooling.controlplane import free_port
 from tests.conftest import REPO, Cluster
 from tests.integration.conftest import (
     VAULT,

@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes import client
 
-from opsync.connect import ConnectClient
+from opsync.connect.client import ConnectClient
 from tests.conftest import Cluster
 from tests.integration.conftest import (
     VAULT,

@@ -8,7 +8,8 @@ from typing import Any
 
 from kubernetes import client
 
-from opsync.connect import ConnectClient, FullItem, Vault
+from opsync.connect.client import ConnectClient
+from opsync.connect.models import FullItem, Vault
 from tests.integration.conftest import VAULT, Kube, OperatorProcess, eventually
 
 

@@ -14,7 +14,8 @@ import uuid
 
 from kubernetes import client
 
-from opsync.connect import ConnectClient, PatchOperation
+from opsync.connect.client import ConnectClient
+from opsync.connect.models import PatchOperation
 from tests.integration.conftest import LOCKED_VAULT_ID, VAULT, Kube, OperatorProcess, eventually
 from tests.integration.test_operator import new_item, secret_ready
 from tests.integration.test_operator_deployments import ITEM_NAME, ITEM_PATH, deployment

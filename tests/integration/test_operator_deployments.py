@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from opsync.connect import ConnectClient
+from opsync.connect.client import ConnectClient
 from tests.integration.conftest import VAULT, Kube, OperatorProcess, eventually
 from tests.integration.test_operator import new_item
 

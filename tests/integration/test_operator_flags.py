@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from opsync.connect import ConnectClient
+from opsync.connect.client import ConnectClient
 from tests.conftest import Cluster
 from tests.integration.conftest import (
     VAULT,

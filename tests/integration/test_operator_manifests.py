@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from opsync.connect import ConnectClient
-from opsync.testing import binaries
+from opsync.connect.client import ConnectClient
+from opsync.tooling import binaries
 from tests.conftest import Cluster
 from tests.integration.conftest import VAULT, Kube, OperatorProcess, eventually
 from tests.integration.test_operator import new_item, secret_ready

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from opsync.connect import ConnectClient, PatchOperation
+from opsync.connect.client import ConnectClient
+from opsync.connect.models import PatchOperation
 from tests.conftest import Cluster
 from tests.integration.conftest import (
     VAULT,

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from opsync.connect import ConnectClient
+from opsync.connect.client import ConnectClient
 from tests.integration.conftest import LOCKED_VAULT_ID, VAULT, Kube, OperatorProcess, eventually
 from tests.integration.test_operator import new_item, secret_ready, vault
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opsync.connect import ConnectClient
+from opsync.connect.client import ConnectClient
 from tests.integration.conftest import VAULT, Kube, OperatorProcess, eventually
 from tests.integration.test_operator import new_item, secret_ready
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from opsync.connect import ConnectClient
+from opsync.connect.client import ConnectClient
 from tests.integration.conftest import VAULT, ConnectProcess
 from tests.integration.test_operator import new_item
 

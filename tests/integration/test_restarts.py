@@ -17,10 +17,18 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from opsync.kube import KubeApi, ObjectRef
-from opsync.mapping import SecretData
-from opsync.restarts import Restart, Restarter, SecretChange
-from opsync.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET, WorkloadKind, data_fingerprint
+from opsync.core.desired import ObjectRef
+from opsync.core.mapping import SecretData
+from opsync.core.workloads import (
+    DAEMON_SET,
+    DEPLOYMENT,
+    ROLLOUT,
+    STATEFUL_SET,
+    WorkloadKind,
+    data_fingerprint,
+)
+from opsync.kube import KubeApi
+from opsync.sync.restarts import Restart, Restarter, SecretChange
 
 AUTO_RESTART = "operator.1password.io/auto-restart"
 LAST_RESTARTED = "operator.1password.io/last-restarted"

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from opsync.connect import ConnectClient, FullItem, PatchOperation
+from opsync.connect.client import ConnectClient
+from opsync.connect.models import FullItem, PatchOperation
 from tests.conftest import Cluster
 from tests.integration.conftest import (
     DATA,

@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from kubernetes import client
 
-from opsync import crd
-from opsync.connect import ConnectClient, PatchOperation
+from opsync.connect.client import ConnectClient
+from opsync.connect.models import PatchOperation
+from opsync.core import crd
 from tests.conftest import Cluster
 from tests.integration.conftest import (
     ConnectProcess,

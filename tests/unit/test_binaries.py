@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from opsync.testing import binaries
-from opsync.testing.controlplane import DIR_PREFIX, sweep_stale_dirs
+from opsync.tooling import binaries
+from opsync.tooling.controlplane import DIR_PREFIX, sweep_stale_dirs
 
 
 def _executable(path: Path) -> Path:

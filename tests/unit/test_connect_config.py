@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from opsync.connect import ConnectConfig
-from opsync.errors import ConfigError
+from opsync.connect.config import ConnectConfig
+from opsync.core.errors import ConfigError
 from tests.pki import certificate
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.token-canary-91c2.sig"

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import SecretBytes, SecretStr, ValidationError
 
-from opsync.connect import (
+from opsync.connect.models import (
     APIRequest,
     ContentRange,
     Field,

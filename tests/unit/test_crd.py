@@ -8,14 +8,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from opsync import crd
+from opsync.core import crd
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_committed_crd_matches_the_models() -> None:
     committed = (REPO / "crds" / "onepassworditem.yaml").read_text()
-    assert committed == crd.render_crd_yaml(), "crds/ is stale: run `make crds`"
+    assert committed == crd.definition_yaml(), "crds/ is stale: run `make crds`"
 
 
 def test_official_operator_manifest_parses() -> None:

@@ -6,7 +6,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from opsync import cli, demo
+from opsync import cli
+from opsync.tooling import demo
 
 VALUE = "s3cr3t-value-that-must-not-show"
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from opsync import desired
-from opsync.desired import DesiredSecret, Owner, SecretState
-from opsync.mapping import SecretData
+from opsync.core import desired
+from opsync.core.desired import DesiredSecret, Owner, SecretState
+from opsync.core.mapping import SecretData
 
 CR = Owner("onepassword.com/v1", "OnePasswordItem", "db", "uid-cr")
 APP = Owner("apps/v1", "Deployment", "app", "uid-app")

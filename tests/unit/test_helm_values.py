@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from opsync.testing import binaries
+from opsync.tooling import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "opsync"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opsync.leader import LeaseRecord, can_acquire, micro_time
+from opsync.sync.leader import LeaseRecord, can_acquire, micro_time
 
 
 def record(holder: str, duration: float = 15) -> LeaseRecord:

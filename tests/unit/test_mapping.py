@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from opsync import mapping
 from opsync.connect.models import FullItem
+from opsync.core import mapping
 
 
 def item(

@@ -1,4 +1,4 @@
-"""opsync.metrics: names, labels and values in the exposition text; instances independent."""
+"""opsync.ops.metrics: names, labels and values in the exposition text; instances independent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from opsync.metrics import CONTENT_TYPE, Metrics
+from opsync.ops.metrics import CONTENT_TYPE, Metrics
 
 ITEM = "/v1/vaults/{vault}/items/{item}"
 

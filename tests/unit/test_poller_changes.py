@@ -3,11 +3,11 @@ which items to read, which to take from the last sync, which targets to resolve 
 
 from __future__ import annotations
 
-from opsync.connect import FullItem, Item, Vault
-from opsync.desired import Owner
-from opsync.poller import Changes, PollReport, Tracked
-from opsync.reconcile import Target
-from opsync.resolve import Fetched, ItemPath
+from opsync.connect.models import FullItem, Item, Vault
+from opsync.core.desired import Owner
+from opsync.core.itempath import Fetched, ItemPath
+from opsync.sync.poller import Changes, PollReport, Tracked
+from opsync.sync.reconcile import Target
 
 V1 = "vaultaaaaaaaaaaaaaaaaaaaa1"
 V2 = "vaultaaaaaaaaaaaaaaaaaaaa2"

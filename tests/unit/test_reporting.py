@@ -8,11 +8,10 @@ from typing import Any
 import kopf
 import pytest
 
-from opsync import crd
-from opsync.desired import Owner
+from opsync.core import crd
+from opsync.core.desired import ObjectRef, Owner
 from opsync.handlers import reporting
-from opsync.kube import ObjectRef
-from opsync.reconcile import Failure, Outcome, Target
+from opsync.sync.reconcile import Failure, Outcome, Target
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:05:00Z"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from opsync import crd, workloads
-from opsync.desired import Owner
-from opsync.mapping import SecretData
-from opsync.reconcile import Outcome, Target
-from opsync.restarts import SecretChange
+from opsync.core import crd, workloads
+from opsync.core.desired import Owner
+from opsync.core.mapping import SecretData
+from opsync.sync.reconcile import Outcome, Target
+from opsync.sync.restarts import SecretChange
 
 TARGET = Target(Owner(crd.API_VERSION, crd.KIND, "db", "uid-db"), "ns", "db", "vaults/v/items/i")
 DATA = SecretData({"password": b"s3cret"})

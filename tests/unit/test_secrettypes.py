@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_private_key,
 )
 
-from opsync import secrettypes
-from opsync.errors import SpecError
+from opsync.core import secrettypes
+from opsync.core.errors import SpecError
 from tests.pki import certificate
 
 CANARY = "CANARY-hunter2"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from opsync.connect.models import FullItem
-from opsync.errors import SpecError
-from opsync.selection import FieldNotFound, default_key, select
+from opsync.core.errors import SpecError
+from opsync.core.selection import FieldNotFound, default_key, select
 
 ITEM = FullItem.model_validate(
     {

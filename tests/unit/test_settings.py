@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from opsync.errors import ConfigError
-from opsync.settings import OperatorSettings, parse_bool
+from opsync.core.errors import ConfigError
+from opsync.core.gobool import parse_bool
+from opsync.settings import OperatorSettings
 
 OFFICIAL = ("WATCH_NAMESPACE", "POLLING_INTERVAL", "AUTO_RESTART")
 

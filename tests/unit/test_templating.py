@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from opsync import templating
-from opsync.errors import SpecError
-from opsync.templating import DEFAULT_LIMIT, Blob, TemplateError, render
+from opsync.core import templating
+from opsync.core.errors import SpecError
+from opsync.core.templating import DEFAULT_LIMIT, Blob, TemplateError, render
 
 CANARY = "hunter2-canary"
 QUOTED_CANARY = 'it\'s "quoted"\nand multi-line'

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from opsync import workloads
-from opsync.mapping import SecretData
+from opsync.core import workloads
+from opsync.core.mapping import SecretData
 
 
 def deployment(

@@ -1,16 +1,13 @@
 """``opsync.connect``: everything opsync needs to talk to 1Password Connect.
 
 Why this package exists: it is the operator's one door to Connect. It holds
-the settings (:class:`ConnectConfig`), the typed models of Connect's JSON
-(secret values wrapped from parse time on) and the async client
-(:class:`ConnectClient`) with its error mapping and retry policy. No other
-package of opsync imports ``httpx``; errors raised here are those of
-:mod:`opsync.errors`.
+the settings (:mod:`~opsync.connect.config`), the typed models of Connect's
+JSON, with secret values wrapped from parse time on (:mod:`~opsync.connect.models`,
+pydantic only: the pure core uses them without loading an HTTP client), and the
+async client (:mod:`~opsync.connect.client`) with its error mapping and retry
+policy, the only module of opsync that imports ``httpx``. Errors raised here
+are those of :mod:`opsync.core.errors`.
+
+This ``__init__`` imports nothing, so that importing the models never loads
+the client: import what you need from its module.
 """
-
-from opsync.connect import models
-from opsync.connect.client import USER_AGENT, ConnectClient, scim_eq
-from opsync.connect.config import ConnectConfig
-from opsync.connect.models import *  # noqa: F403 - the models' public names are this package's
-
-__all__ = ["USER_AGENT", "ConnectClient", "ConnectConfig", "scim_eq", *models.__all__]

@@ -8,7 +8,7 @@ only importer of ``httpx``), so transport concerns live here and nowhere else:
   against the system CAs or ``OPSYNC_CONNECT_CA_BUNDLE``. Use it as an async
   context manager, or call :meth:`ConnectClient.aclose`.
 * **One error per outcome.** Every non-2xx status becomes an error of
-  :mod:`opsync.errors` (400 ``BadRequest``, 401 ``Unauthorized``, 403
+  :mod:`opsync.core.errors` (400 ``BadRequest``, 401 ``Unauthorized``, 403
   ``Forbidden``, 404 ``NotFound``, 413 ``PayloadTooLarge``, 429
   ``RateLimited``, 5xx ``ServerError``, network errors and timeouts
   ``ConnectUnavailable``), carrying the status, the endpoint as a route template
@@ -71,7 +71,7 @@ from opsync.connect.models import (
     ServerHealth,
     Vault,
 )
-from opsync.errors import (
+from opsync.core.errors import (
     BadRequest,
     ConnectError,
     ConnectRequestError,
@@ -176,7 +176,7 @@ class ConnectClient:
     code as a string, or ``"error"`` when no response came (network error,
     timeout); the seconds the exchange took, waiting for a free slot of
     ``max_concurrency`` not included. It is meant for metrics
-    (:meth:`opsync.metrics.Metrics.connect_request` fits); an exception it
+    (:meth:`opsync.ops.metrics.Metrics.connect_request` fits); an exception it
     raises is logged at DEBUG and ignored.
     """
 

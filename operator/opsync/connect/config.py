@@ -43,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from opsync.errors import ConfigError
+from opsync.core.errors import ConfigError
 
 __all__ = ["ConnectConfig"]
 
@@ -51,7 +51,7 @@ ENV_PREFIX: Final = "OPSYNC_CONNECT_"
 
 
 class ConnectConfig(BaseSettings):
-    """Settings of the Connect client. Invalid values raise :class:`opsync.errors.ConfigError`."""
+    """Settings of the Connect client. Invalid values raise :class:`opsync.core.errors.ConfigError`."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,

@@ -3,7 +3,7 @@
 * OnePasswordItem: create/update/resume sync the Secret (an update includes a
   new ``opsync.io/force-sync`` annotation value: it syncs at once); delete
   removes it (kopf adds our finalizer, ``onepassword.com/finalizer.secret``).
-* One :class:`~opsync.poller.Poller` per operator checks Connect every
+* One :class:`~opsync.sync.poller.Poller` per operator checks Connect every
   ``POLLING_INTERVAL`` for items that changed, and syncs only those; the
   handlers keep its list of targets current from the watch events.
 * Secrets labelled ``opsync.io/managed``: any edit or deletion is repaired from
@@ -13,7 +13,7 @@
   deletes its Secret unless another Deployment uses it (then it only stops
   owning it); several annotated Deployments may share one Secret.
 * When a sync changes a Secret's data, the workloads that use it and opted in
-  are restarted (:mod:`opsync.restarts`), once per workload per change.
+  are restarted (:mod:`opsync.sync.restarts`), once per workload per change.
 
 kopf itself runs only in the replica that holds the leader Lease (see
 :func:`run_operator`), so exactly one replica writes and polls.
@@ -29,20 +29,21 @@ from typing import Any
 
 import kopf
 
-from opsync import crd, desired, workloads
-from opsync.connect import ConnectClient, ConnectConfig
-from opsync.errors import KubeError
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.core import crd, desired, workloads
+from opsync.core.errors import KubeError
+from opsync.core.itempath import Fetched
+from opsync.core.mapping import sanitize_secret_name
 from opsync.handlers import reporting
-from opsync.httpserver import OpsServer
 from opsync.kube import KubeApi, load_api_client
-from opsync.leader import LeaderElector, default_identity, default_lease_namespace
-from opsync.mapping import sanitize_secret_name
-from opsync.metrics import Metrics
-from opsync.poller import Poller, PollReport
-from opsync.reconcile import Failure, Outcome, Reconciler, Target, describe_failure, item_target
-from opsync.resolve import Fetched
-from opsync.restarts import Restarter, SecretChange
+from opsync.ops.metrics import Metrics
+from opsync.ops.server import OpsServer
 from opsync.settings import OperatorSettings
+from opsync.sync.leader import LeaderElector, default_identity, default_lease_namespace
+from opsync.sync.poller import Poller, PollReport
+from opsync.sync.reconcile import Failure, Outcome, Reconciler, Target, describe_failure, item_target
+from opsync.sync.restarts import Restarter, SecretChange
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import kopf
 
-from opsync import crd
-from opsync.kube import KubeApi, ObjectRef
-from opsync.reconcile import Failure, Outcome, Target, success_message
+from opsync.core import crd
+from opsync.core.desired import ObjectRef
+from opsync.kube import KubeApi
+from opsync.sync.reconcile import Failure, Outcome, Target, success_message
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,202 @@
+"""What a synced Secret must look like, whether it is ours, and what differs: pure functions.
+
+The reconcile reads the live Secret, builds the desired one here and writes
+only when :func:`differences` finds something, so an unchanged item costs no
+Kubernetes write. Ownership is an ownerReference to the owning object's uid,
+the same reference the official operator sets, so Secrets it created are
+adopted after an image swap, and any other Secret of the same name is left
+alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from opsync.core.mapping import SecretData
+
+ANNOTATION_PREFIX = "operator.1password.io/"
+ITEM_PATH = "operator.1password.io/item-path"
+ITEM_VERSION = "operator.1password.io/item-version"
+ITEM_NAME = "operator.1password.io/item-name"
+AUTO_RESTART = "operator.1password.io/auto-restart"
+LAST_RESTARTED = "operator.1password.io/last-restarted"
+IGNORE_SECRET_TAG = "operator.1password.io:ignore-secret"  # noqa: S105 - a tag name, not a secret
+FINALIZER = "onepassword.com/finalizer.secret"
+MANAGED_LABEL = "opsync.io/managed"
+COPIED_ANNOTATIONS = "opsync.io/copied-annotations"
+"""Lists the annotations opsync set from the owner or the spec, so that one removed there goes."""
+ITEMS = "opsync.io/items"
+"""On a Secret composed from several items: each resolved path and version."""
+RETAINED_FROM = "opsync.io/retained-from"
+"""On a Secret that ``deletionPolicy: Retain`` left behind: ``<kind>/<name>`` of its owner."""
+OPSYNC_PREFIX = "opsync.io/"
+DEPLOYMENT_KIND = "Deployment"
+
+# Annotations of the CR that are never copied to the Secret, even with --enable-annotations.
+_NOT_COPIED_PREFIXES = (
+    OPSYNC_PREFIX,
+    "kopf.zalando.org/",
+    "kubectl.kubernetes.io/last-applied-configuration",
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The object a Secret belongs to: a OnePasswordItem, or an annotated Deployment."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, str]:
+        # As the official operator: no controller and no blockOwnerDeletion flags.
+        return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name, "uid": self.uid}
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Enough of an object to post an Event about it."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class SecretState:
+    """A Secret as it is in the cluster (values inside SecretData, never printed)."""
+
+    namespace: str
+    name: str
+    type: str
+    data: SecretData
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    owner_uids: frozenset[str] = frozenset()
+    resource_version: str | None = None
+    uid: str | None = None
+    owner_references: tuple[Owner, ...] = ()
+
+
+@dataclass(frozen=True)
+class DesiredSecret:
+    """The Secret opsync wants for one owner."""
+
+    namespace: str
+    name: str
+    type: str
+    data: SecretData
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    owner: Owner
+
+    def merged_annotations(self, existing: SecretState | None) -> dict[str, str]:
+        """Ours on top of the existing ones; stale 1Password annotations, and annotations copied
+        from the owner earlier (listed in ``opsync.io/copied-annotations``), are dropped."""
+        previous = existing.annotations if existing else {}
+        copied_before = set(previous.get(COPIED_ANNOTATIONS, "").split(","))
+        kept = {
+            key: value
+            for key, value in previous.items()
+            if not key.startswith(ANNOTATION_PREFIX)
+            and key not in copied_before
+            and key not in (COPIED_ANNOTATIONS, ITEMS, RETAINED_FROM)
+        }
+        return {**kept, **self.annotations}
+
+
+def secret_type(value: str | None) -> str:
+    """The Secret type a CR asks for; ``""`` and absent mean ``Opaque`` as in the official operator."""
+    return value or "Opaque"
+
+
+def build(
+    *,
+    owner: Owner,
+    namespace: str,
+    name: str,
+    type_: str | None,
+    data: SecretData,
+    resolved_path: str,
+    item_version: int,
+    owner_labels: Mapping[str, str] | None = None,
+    owner_annotations: Mapping[str, str] | None = None,
+    copy_annotations: bool = False,
+    extra_labels: Mapping[str, str] | None = None,
+    extra_annotations: Mapping[str, str] | None = None,
+    items: Sequence[tuple[str, int]] = (),
+) -> DesiredSecret:
+    """``extra_labels``/``extra_annotations`` are the spec's own (they win over copied ones);
+    ``items`` lists every (resolved path, version) when the Secret composes several items."""
+    owner_annotations = owner_annotations or {}
+    annotations: dict[str, str] = {}
+    if copy_annotations:
+        annotations.update(
+            (key, value)
+            for key, value in owner_annotations.items()
+            if not key.startswith(_NOT_COPIED_PREFIXES) and not key.startswith(ANNOTATION_PREFIX)
+        )
+    annotations.update(extra_annotations or {})
+    if annotations:
+        # Remembered on the Secret, so an annotation removed from the owner is removed too.
+        annotations[COPIED_ANNOTATIONS] = ",".join(sorted(annotations))
+    if AUTO_RESTART in owner_annotations:
+        annotations[AUTO_RESTART] = owner_annotations[AUTO_RESTART]
+    annotations[ITEM_PATH] = resolved_path
+    annotations[ITEM_VERSION] = str(item_version)
+    if len(items) > 1:
+        annotations[ITEMS] = ",".join(f"{path}@{version}" for path, version in items)
+    labels = {**(owner_labels or {}), **(extra_labels or {}), MANAGED_LABEL: "true"}
+    return DesiredSecret(namespace, name, secret_type(type_), data, labels, annotations, owner)
+
+
+def is_owned_by(existing: SecretState, owner: Owner) -> bool:
+    return owner.uid in existing.owner_uids
+
+
+def is_shared_with(existing: SecretState, owner: Owner) -> bool:
+    """Whether ``owner`` may join the owners of ``existing``: several annotated Deployments may
+    name the same Secret (as with the official operator), so a 1Password Secret that another
+    Deployment owns is shared; a OnePasswordItem never shares."""
+    return (
+        owner.kind == DEPLOYMENT_KIND
+        and ITEM_PATH in existing.annotations
+        and any(ref.kind == DEPLOYMENT_KIND for ref in existing.owner_references)
+    )
+
+
+def is_retained_for(existing: SecretState, owner: Owner) -> bool:
+    """Whether ``existing`` was retained by an owner of the same kind and name and nothing owns
+    it now: a OnePasswordItem deleted with ``deletionPolicy: Retain`` and created again adopts
+    its Secret (a GitOps tool re-creating objects must not end in SecretConflict)."""
+    return not existing.owner_references and existing.annotations.get(RETAINED_FROM) == retained_from(owner)
+
+
+def retained_from(owner: Owner) -> str:
+    return f"{owner.kind}/{owner.name}"
+
+
+def owner_references(owner: Owner, existing: SecretState | None) -> list[dict[str, str]]:
+    """The Secret's ownerReferences: any others it already has, then ``owner``'s."""
+    kept = [
+        ref.reference() for ref in (existing.owner_references if existing else ()) if ref.uid != owner.uid
+    ]
+    return [*kept, owner.reference()]
+
+
+def differences(existing: SecretState, desired: DesiredSecret) -> list[str]:
+    """What must be written for ``existing`` to become ``desired``: names only, e.g. ``["data"]``."""
+    found = []
+    if existing.data.digest() != desired.data.digest():
+        found.append("data")
+    if dict(existing.labels) != dict(desired.labels):
+        found.append("labels")
+    if existing.annotations != desired.merged_annotations(existing):
+        found.append("annotations")
+    if desired.owner.uid not in existing.owner_uids:
+        found.append("ownerReferences")
+    return found

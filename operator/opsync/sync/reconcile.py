@@ -1,0 +1,449 @@
+"""The sync use case: item path → Connect → desired Secret → hash-gated write. No kopf here.
+
+One :class:`Reconciler` lives for the whole operator (in kopf's memo). It is
+called by the handlers for a OnePasswordItem or an annotated Deployment
+(:class:`Target`), and guarantees the safety rules:
+
+* nothing is written before everything was read: a Connect failure raises
+  before any write, so a Secret is never blanked, shrunk or deleted for it;
+* a Secret that exists without an ownerReference to the target is never
+  touched (``SecretConflict``), except that annotated Deployments naming the
+  same Secret share it, as with the official operator;
+* a write happens only when data, type, labels or managed annotations differ;
+* a Secret's type is never changed (Kubernetes forbids it; ``TypeChangeRefused``).
+
+It keeps the last desired Secret of every target in memory, so a Secret that
+drifts (edited or deleted by hand) is restored at once without asking Connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opsync.connect.client import ConnectClient
+from opsync.core import crd
+from opsync.core import desired as desired_mod
+from opsync.core.compose import Composed, Source, compose, sources_of
+from opsync.core.desired import DesiredSecret, ObjectRef, Owner, SecretState
+from opsync.core.errors import (
+    BadRequest,
+    ConnectError,
+    ConnectTransientError,
+    Forbidden,
+    KubeError,
+    NotFound,
+    OpsyncError,
+    RateLimited,
+    SpecError,
+    Unauthorized,
+)
+from opsync.core.gobool import parse_bool
+from opsync.core.itempath import Fetched, ItemPath
+from opsync.core.mapping import SecretData, Skipped
+from opsync.kube import KubeApi
+from opsync.sync.resolve import fetch
+
+logger = logging.getLogger(__name__)
+
+Action = Literal["created", "updated", "unchanged", "frozen"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to sync into which Secret, on behalf of which owner."""
+
+    owner: Owner
+    namespace: str
+    secret_name: str
+    item_path: str | None
+    secret_type: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    spec: crd.OnePasswordItemSpec | None = None
+    """A OnePasswordItem's spec, with the shaping fields; None for an annotated Deployment."""
+    spec_error: str | None = None
+    """Why the spec did not parse (reported as InvalidSpec); then ``spec`` is None."""
+    retain: bool = False
+    """Whether the Secret outlives its owner (``deletionPolicy: Retain``)."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.secret_name)
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        return sources_of(self.spec, self.item_path)
+
+    @property
+    def item_paths(self) -> tuple[str, ...]:
+        return tuple(source.item_path for source in self.sources)
+
+    @property
+    def owner_ref(self) -> ObjectRef:
+        """The owner, as Events name it."""
+        owner = self.owner
+        return ObjectRef(owner.api_version, owner.kind, self.namespace, owner.name, owner.uid)
+
+
+def item_target(body: Mapping[str, Any]) -> Target:
+    """The target of a OnePasswordItem object. A spec that does not parse (the API server checks
+    the same schema, unless an older CRD is installed) still gives a target, which reports it."""
+    meta = body.get("metadata", {})
+    found = body.get("spec")
+    raw = dict(found) if isinstance(found, Mapping) else {}  # kopf gives a view, not a dict
+    spec, error = crd.parse_spec(raw)
+    # Where the Secret is and whether it outlives the owner hold even when the rest of the spec
+    # does not parse: deleting the owner must not then delete a Secret meant to be retained.
+    placement = spec or crd.parse_placement(raw)
+    item_path = raw.get("itemPath")
+    return Target(
+        owner=Owner(crd.API_VERSION, crd.KIND, meta["name"], meta.get("uid", "")),
+        namespace=meta.get("namespace") or "default",
+        secret_name=placement.secretName or meta["name"],
+        item_path=item_path if isinstance(item_path, str) else None,
+        secret_type=body.get("type"),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        spec=spec,
+        spec_error=error,
+        retain=placement.deletionPolicy == "Retain",
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a successful sync did.
+
+    ``secret_uid`` and ``data`` let rollout restarts fingerprint the new data
+    when it changed; ``data`` is the SecretData (its repr shows sizes only).
+    """
+
+    action: Action
+    resolved_path: str
+    item_version: int
+    changed: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    secret_uid: str | None = None
+    data: SecretData | None = field(default=None, compare=False)
+    secret_annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    items: tuple[tuple[str, int], ...] = ()
+    """Every item composed, as (resolved path, version), in the target's order."""
+    fetched: tuple[Fetched, ...] = field(default=(), compare=False, repr=False)
+    """The items as read, so that a poll can re-compose when only one of several changed."""
+
+    @property
+    def data_changed(self) -> bool:
+        return self.action == "updated" and "data" in self.changed
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a sync failed, as status and Events show it."""
+
+    reason: str
+    message: str
+    retryable: bool
+
+
+def describe_failure(exc: BaseException, target: Target) -> Failure:
+    """A reason and a message that says what to fix; never a secret value."""
+    paths = target.item_paths
+    where = f"item path {paths[0]!r}" if len(paths) == 1 else f"item paths {', '.join(map(repr, paths))}"
+    if isinstance(exc, SpecError):
+        return Failure(exc.reason, str(exc), retryable=False)
+    if isinstance(exc, Unauthorized):
+        return Failure(
+            "Unauthorized",
+            f"Connect refused the token ({exc}); check OP_CONNECT_TOKEN and that it belongs to this Connect server",
+            retryable=True,
+        )
+    if isinstance(exc, Forbidden):
+        return Failure(
+            "Forbidden",
+            f"the Connect token has no read access to the vault of {where}: grant it, or use another vault",
+            True,
+        )
+    if isinstance(exc, NotFound):
+        return Failure(
+            "ItemNotFound", f"Connect has no such vault or item for {where} ({exc})", retryable=False
+        )
+    if isinstance(exc, RateLimited):
+        return Failure(
+            "RateLimited", f"Connect is rate limiting requests; will retry ({exc})", retryable=True
+        )
+    if isinstance(exc, ConnectTransientError):
+        return Failure(
+            "ConnectUnavailable", f"cannot reach 1Password Connect; will retry ({exc})", retryable=True
+        )
+    if isinstance(exc, BadRequest):
+        return Failure("ConnectError", f"Connect refused the request for {where} ({exc})", retryable=False)
+    if isinstance(exc, ConnectError):
+        return Failure("ConnectError", f"Connect failed for {where} ({exc})", retryable=True)
+    if isinstance(exc, KubeError):
+        return Failure("KubernetesError", str(exc), retryable=exc.retryable or exc.status is None)
+    if isinstance(exc, OpsyncError):
+        return Failure("Error", str(exc), retryable=exc.retryable)
+    return Failure("InternalError", f"unexpected {type(exc).__name__}; see the operator log", retryable=True)
+
+
+def _summarise_skipped(skipped: tuple[Skipped, ...]) -> str:
+    if not skipped:
+        return ""
+    names = ", ".join(f"{s.source} {s.name!r} ({s.reason})" for s in skipped[:5])
+    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return f"; not synced: {names}{more}"
+
+
+def success_message(target: Target, outcome: Outcome) -> str:
+    verb = {
+        "created": "created",
+        "updated": f"updated ({', '.join(outcome.changed)})",
+        "unchanged": "in sync",
+        "frozen": "left unchanged: the item is tagged operator.1password.io:ignore-secret",
+    }[outcome.action]
+    return (
+        f"Secret {target.secret_name} {verb} from item version {outcome.item_version}"
+        + _summarise_skipped(outcome.skipped)
+    )
+
+
+def _check_auto_restart(target: Target) -> None:
+    """The official operator refuses to sync when the owner's auto-restart value is not a bool."""
+    value = target.annotations.get(desired_mod.AUTO_RESTART)
+    if value is None:
+        return
+    try:
+        parse_bool(value)
+    except ValueError:
+        raise SpecError(
+            f"annotation {desired_mod.AUTO_RESTART} is {value!r}; it must be true or false "
+            f"(or 1/0, t/f) on the {target.owner.kind}",
+            reason="InvalidAnnotation",
+        ) from None
+
+
+def checked_paths(target: Target) -> list[ItemPath]:
+    """The target's item paths, parsed; a SpecError when the target cannot be synced as it is."""
+    sources = target.sources
+    if not sources and target.spec_error is None:
+        raise SpecError(
+            "spec.itemPath is missing: set it to vaults/<vault>/items/<item> (or list spec.items)",
+            reason="InvalidItemPath",
+        )
+    paths = [ItemPath.parse(source.item_path) for source in sources]
+    if target.spec_error is not None:
+        raise SpecError(target.spec_error, reason="InvalidSpec")
+    _check_auto_restart(target)
+    return paths
+
+
+def desired_secret(
+    target: Target, composed: Composed, items: Sequence[tuple[str, int]], *, copy_annotations: bool
+) -> DesiredSecret:
+    """The Secret for ``target`` with the ``composed`` content of its ``items`` (resolved path,
+    version)."""
+    resolved, version = items[0]
+    return desired_mod.build(
+        owner=target.owner,
+        namespace=target.namespace,
+        name=target.secret_name,
+        type_=composed.type,
+        data=composed.data,
+        resolved_path=resolved,
+        item_version=version,
+        owner_labels=target.labels,
+        owner_annotations=target.annotations,
+        copy_annotations=copy_annotations,
+        extra_labels=composed.labels,
+        extra_annotations=composed.annotations,
+        items=items,
+    )
+
+
+class Reconciler:
+    """Syncs targets; holds the Connect client, the Kubernetes API and the drift cache."""
+
+    def __init__(
+        self,
+        *,
+        connect: ConnectClient,
+        kube: KubeApi,
+        allow_empty_values: bool = False,
+        copy_annotations: bool = False,
+    ) -> None:
+        self.connect = connect
+        self.kube = kube
+        self.allow_empty_values = allow_empty_values
+        self.copy_annotations = copy_annotations
+        self._desired: dict[tuple[str, str], DesiredSecret] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        """One sync at a time per Secret (a handler, the poller and drift repair may race)."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def sync(self, target: Target, *, fetched: Sequence[Fetched] | None = None) -> Outcome:
+        """Sync one target; ``fetched`` holds its items already read, in the order of
+        ``target.sources`` (the poller reads an item once for every target using it), else they
+        are resolved and read here. Everything is read and composed before anything is written."""
+        paths = checked_paths(target)
+        sources = target.sources
+        async with self.lock(target.key):
+            if fetched is None:
+                fetched = [await fetch(self.connect, path) for path in paths]
+            existing = await self.kube.read_secret(target.namespace, target.secret_name)
+            self._check_ownership(target, existing)
+            items = tuple((str(got.resolved), got.item.version or 0) for got in fetched)
+            resolved, version = items[0]
+            if existing is not None and any(
+                desired_mod.IGNORE_SECRET_TAG in (got.item.tags or []) for got in fetched
+            ):
+                return Outcome("frozen", resolved, version, secret_uid=existing.uid, items=items)
+            composed = compose(
+                target.spec,
+                sources,
+                fetched,
+                type_=target.secret_type,
+                allow_empty_values=self.allow_empty_values,
+            )
+            wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
+            outcome = await self._apply(wanted, existing, resolved, version, composed.skipped)
+            return dataclasses.replace(outcome, items=items, fetched=tuple(fetched))
+
+    def _check_ownership(self, target: Target, existing: SecretState | None) -> None:
+        if (
+            existing is not None
+            and not desired_mod.is_owned_by(existing, target.owner)
+            and not desired_mod.is_shared_with(existing, target.owner)
+            and not desired_mod.is_retained_for(existing, target.owner)
+        ):
+            raise SpecError(
+                f"a Secret named {target.secret_name} already exists and is not managed by this "
+                f"{target.owner.kind}; opsync will not overwrite it. Delete or rename that Secret, "
+                "or sync into another name",
+                reason="SecretConflict",
+            )
+
+    async def _apply(
+        self,
+        wanted: DesiredSecret,
+        existing: SecretState | None,
+        resolved: str,
+        version: int,
+        skipped: tuple[Skipped, ...] = (),
+    ) -> Outcome:
+        if existing is None:
+            uid = await self.kube.create_secret(wanted)
+            self._desired[(wanted.namespace, wanted.name)] = wanted
+            return Outcome(
+                "created",
+                resolved,
+                version,
+                skipped=skipped,
+                secret_uid=uid,
+                data=wanted.data,
+                secret_annotations=wanted.annotations,
+            )
+        if existing.type != wanted.type:
+            # Remember what the spec wants: once the Secret is deleted, as the message says,
+            # drift repair recreates it with the new type instead of the old one.
+            self._desired[(wanted.namespace, wanted.name)] = wanted
+            raise SpecError(
+                f"Secret {wanted.name} has type {existing.type} but the OnePasswordItem asks for {wanted.type}; "
+                "Kubernetes cannot change a Secret's type: delete the Secret and opsync recreates it",
+                reason="TypeChangeRefused",
+            )
+        changed = desired_mod.differences(existing, wanted)
+        if changed:
+            await self.kube.replace_secret(wanted, existing)
+        self._desired[(wanted.namespace, wanted.name)] = wanted
+        return Outcome(
+            "updated" if changed else "unchanged",
+            resolved,
+            version,
+            tuple(changed),
+            skipped,
+            secret_uid=existing.uid,
+            data=wanted.data,
+            secret_annotations=wanted.annotations,
+        )
+
+    async def restore(self, namespace: str, secret_name: str) -> Outcome | None:
+        """Put a drifted Secret back as last synced, without asking Connect; None if not known here."""
+        key = (namespace, secret_name)
+        async with self.lock(key):
+            # Read under the lock: a sync that held it may have just replaced the desired Secret.
+            wanted = self._desired.get(key)
+            if wanted is None:
+                return None
+            existing = await self.kube.read_secret(namespace, secret_name)
+            if existing is not None and not desired_mod.is_owned_by(existing, wanted.owner):
+                return None
+            version = int(wanted.annotations.get(desired_mod.ITEM_VERSION, "0"))
+            return await self._apply(wanted, existing, wanted.annotations[desired_mod.ITEM_PATH], version)
+
+    def owner_of(self, namespace: str, secret_name: str) -> Owner | None:
+        wanted = self._desired.get((namespace, secret_name))
+        return wanted.owner if wanted else None
+
+    async def release(self, target: Target) -> bool:
+        """Keep the target's Secret (others use it) but drop the target from its owners, so that
+        Kubernetes' garbage collector does not delete it with the target; True when it did."""
+
+        async def drop_owner(existing: SecretState) -> None:
+            await self.kube.set_owner_references(existing, _other_owners(existing, target.owner))
+
+        return await self._let_go(target, target.secret_name, drop_owner)
+
+    async def delete(self, target: Target, secret_name: str | None = None) -> bool:
+        """Delete the target's Secret (or its earlier one, ``secret_name``) if it is ours; True
+        when something was deleted."""
+
+        async def delete(existing: SecretState) -> None:
+            await self.kube.delete_secret(existing.namespace, existing.name, uid=existing.uid)
+
+        return await self._let_go(target, secret_name or target.secret_name, delete)
+
+    async def retain(self, target: Target, secret_name: str | None = None) -> bool:
+        """Leave the target's Secret (or its earlier one) behind as ``deletionPolicy: Retain``
+        asks: without the target's ownerReference, so the garbage collector keeps it, and without
+        the managed label, so drift repair lets it be; True when it was ours."""
+
+        async def retain(existing: SecretState) -> None:
+            owners = _other_owners(existing, target.owner)
+            await self.kube.retain_secret(existing, owners, desired_mod.retained_from(target.owner))
+
+        return await self._let_go(target, secret_name or target.secret_name, retain)
+
+    async def _let_go(
+        self, target: Target, secret_name: str, act: Callable[[SecretState], Awaitable[None]]
+    ) -> bool:
+        """Forget the Secret for drift repair and, if the target owns it, ``act`` on it."""
+        key = (target.namespace, secret_name)
+        async with self.lock(key):
+            cached = self._desired.get(key)
+            if cached is not None and cached.owner == target.owner:
+                self._desired.pop(key)
+            existing = await self.kube.read_secret(*key)
+            if existing is None or not desired_mod.is_owned_by(existing, target.owner):
+                return False
+            await act(existing)
+            return True
+
+    async def retire(self, target: Target, secret_name: str) -> bool:
+        """Let go of a Secret the target wrote under an earlier ``spec.secretName``: deleted,
+        or retained as its deletion policy says."""
+        if secret_name == target.secret_name:
+            return False
+        if target.retain:
+            return await self.retain(target, secret_name)
+        return await self.delete(target, secret_name)
+
+
+def _other_owners(existing: SecretState, owner: Owner) -> list[Owner]:
+    return [ref for ref in existing.owner_references if ref.uid != owner.uid]
