@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _main(args: argparse.Namespace) -> int:
     try:
         bodies = _load(sys.stdin if args.filename == "-" else None, args.filename)
-        config = ConnectConfig()
+        config = ConnectConfig.from_env()
     except (OSError, yaml.YAMLError, ConfigError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

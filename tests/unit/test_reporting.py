@@ -10,6 +10,7 @@ import pytest
 
 from opsync.core import crd
 from opsync.core.desired import ObjectRef, Owner
+from opsync.core.errors import Reason
 from opsync.handlers import reporting
 from opsync.sync.reconcile import Failure, Outcome, Target
 
@@ -29,7 +30,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def ready_status(**overrides: Any) -> dict[str, Any]:
     status = reporting.new_status(
-        None, ready=True, reason="Synced", message="ok", generation=1, outcome=OUTCOME
+        None, ready=True, reason=Reason.Synced, message="ok", generation=1, outcome=OUTCOME
     )
     assert status is not None
     status.update(overrides)
@@ -41,7 +42,7 @@ def ready_status(**overrides: Any) -> dict[str, Any]:
 
 def test_a_first_status_has_the_condition_and_the_resolved_item(clock: list[str]) -> None:
     status = reporting.new_status(
-        None, ready=True, reason="Synced", message="ok", generation=1, outcome=OUTCOME
+        None, ready=True, reason=Reason.Synced, message="ok", generation=1, outcome=OUTCOME
     )
     assert status == {
         "conditions": [
@@ -66,7 +67,7 @@ def test_nothing_is_written_when_only_the_clock_would_change(clock: list[str]) -
     clock.append(T1)
     assert (
         reporting.new_status(
-            current, ready=True, reason="Synced", message="ok", generation=1, outcome=OUTCOME
+            current, ready=True, reason=Reason.Synced, message="ok", generation=1, outcome=OUTCOME
         )
         is None
     )
@@ -76,7 +77,7 @@ def test_the_transition_time_stays_while_the_status_stays(clock: list[str]) -> N
     current = ready_status()
     clock.append(T1)
     status = reporting.new_status(
-        current, ready=True, reason="Synced", message="updated", generation=2, outcome=OUTCOME
+        current, ready=True, reason=Reason.Synced, message="updated", generation=2, outcome=OUTCOME
     )
     assert status is not None
     (condition,) = status["conditions"]
@@ -91,7 +92,9 @@ def test_the_transition_time_stays_while_the_status_stays(clock: list[str]) -> N
 def test_the_transition_time_moves_when_the_status_flips(clock: list[str]) -> None:
     current = ready_status()
     clock.append(T1)
-    failed = reporting.new_status(current, ready=False, reason="ItemNotFound", message="no", generation=1)
+    failed = reporting.new_status(
+        current, ready=False, reason=Reason.ItemNotFound, message="no", generation=1
+    )
     assert failed is not None
     (condition,) = failed["conditions"]
     assert (condition["status"], condition["reason"], condition["lastTransitionTime"]) == (
@@ -105,10 +108,10 @@ def test_the_transition_time_moves_when_the_status_flips(clock: list[str]) -> No
 
 def test_a_new_failure_reason_keeps_the_false_since_time(clock: list[str]) -> None:
     failed = reporting.new_status(
-        None, ready=False, reason="ConnectUnavailable", message="down", generation=1
+        None, ready=False, reason=Reason.ConnectUnavailable, message="down", generation=1
     )
     clock.append(T1)
-    other = reporting.new_status(failed, ready=False, reason="Forbidden", message="no", generation=1)
+    other = reporting.new_status(failed, ready=False, reason=Reason.Forbidden, message="no", generation=1)
     assert other is not None
     assert other["conditions"][0]["lastTransitionTime"] == T0
     assert other["conditions"][0]["reason"] == "Forbidden"
@@ -116,7 +119,7 @@ def test_a_new_failure_reason_keeps_the_false_since_time(clock: list[str]) -> No
 
 def test_a_condition_without_transition_time_gets_one(clock: list[str]) -> None:
     current = {"conditions": [{"type": "Ready", "status": "True"}]}
-    status = reporting.new_status(current, ready=True, reason="Synced", message="ok", generation=1)
+    status = reporting.new_status(current, ready=True, reason=Reason.Synced, message="ok", generation=1)
     assert status is not None and status["conditions"][0]["lastTransitionTime"] == T0
 
 
@@ -124,11 +127,56 @@ def test_an_official_operator_status_is_taken_over(clock: list[str]) -> None:
     official = {"conditions": [{"type": "Ready", "status": "True", "message": "", "lastTransitionTime": T0}]}
     clock.append(T1)
     status = reporting.new_status(
-        official, ready=True, reason="Synced", message="ok", generation=4, outcome=OUTCOME
+        official, ready=True, reason=Reason.Synced, message="ok", generation=4, outcome=OUTCOME
     )
     assert status is not None
     assert status["conditions"][0]["lastTransitionTime"] == T0
     assert len(status["conditions"]) == 1
+
+
+def test_several_items_are_listed_and_going_back_to_one_removes_the_list(clock: list[str]) -> None:
+    two = Outcome("updated", "vaults/v/items/a", 2, items=(("vaults/v/items/a", 2), ("vaults/w/items/b", 7)))
+    status = reporting.new_status(
+        None, ready=True, reason=Reason.Synced, message="ok", generation=1, outcome=two, secret_name="db"
+    )
+    assert status is not None
+    assert status["items"] == [
+        {"itemPath": "vaults/v/items/a", "itemVersion": 2},
+        {"itemPath": "vaults/w/items/b", "itemVersion": 7},
+    ]
+    assert status["secretName"] == "db"
+    one = Outcome("updated", "vaults/v/items/a", 3, items=(("vaults/v/items/a", 3),))
+    back = reporting.new_status(
+        status, ready=True, reason=Reason.Synced, message="ok", generation=2, outcome=one
+    )
+    assert back is not None
+    assert "items" in back and back["items"] is None  # a merge patch's null: removes the list
+
+
+def test_a_failure_leaves_the_item_fields_out_and_keeps_unknown_keys(clock: list[str]) -> None:
+    current = {**ready_status(), "somethingElse": {"kept": True}}
+    failed = reporting.new_status(
+        current, ready=False, reason=Reason.ItemNotFound, message="no", generation=1
+    )
+    assert failed is not None
+    assert failed["somethingElse"] == {"kept": True}
+    assert "items" not in failed and "secretName" not in failed
+
+
+def test_the_status_is_plain_json_in_the_crd_shape(clock: list[str]) -> None:
+    status = ready_status(secretName="db")
+    reason = status["conditions"][0]["reason"]
+    assert type(reason) is str and reason == "Synced"  # the Reason, as the string it always was
+    assert crd.OnePasswordItemStatus.model_validate(status).conditions[0].reason == "Synced"
+
+
+def test_an_unknown_generation_is_written_as_null_as_before(clock: list[str]) -> None:
+    status = reporting.new_status(
+        None, ready=False, reason=Reason.InternalError, message="x", generation=None
+    )
+    assert status is not None
+    assert status["observedGeneration"] is None
+    assert status["conditions"][0]["observedGeneration"] is None
 
 
 # -- retry_delay ---------------------------------------------------------------------------------
@@ -174,7 +222,7 @@ async def test_an_unchanged_sync_writes_nothing_and_posts_nothing(clock: list[st
     unchanged = Outcome("unchanged", OUTCOME.resolved_path, OUTCOME.item_version)
     message = f"Secret db in sync from item version {OUTCOME.item_version}"
     current = reporting.new_status(
-        None, ready=True, reason="Synced", message=message, generation=1, outcome=unchanged
+        None, ready=True, reason=Reason.Synced, message=message, generation=1, outcome=unchanged
     )
     clock.append(T1)
     await reporting.report_success(kube, TARGET, unchanged, body=body(current))  # type: ignore[arg-type]
@@ -184,7 +232,7 @@ async def test_an_unchanged_sync_writes_nothing_and_posts_nothing(clock: list[st
 async def test_recovering_posts_a_synced_event(clock: list[str]) -> None:
     kube = FakeKube()
     failed = reporting.new_status(
-        None, ready=False, reason="ConnectUnavailable", message="down", generation=1
+        None, ready=False, reason=Reason.ConnectUnavailable, message="down", generation=1
     )
     await reporting.report_success(
         kube,
@@ -198,7 +246,7 @@ async def test_recovering_posts_a_synced_event(clock: list[str]) -> None:
 
 async def test_a_failure_posts_one_warning_per_transition_and_raises_when_retryable(clock: list[str]) -> None:
     kube = FakeKube()
-    failure = Failure("ConnectUnavailable", "cannot reach 1Password Connect", retryable=True)
+    failure = Failure(Reason.ConnectUnavailable, "cannot reach 1Password Connect", retryable=True)
     with pytest.raises(kopf.TemporaryError) as raised:
         await reporting.report_failure(kube, TARGET, failure, body=body(ready_status()), retry=2)  # type: ignore[arg-type]
     assert raised.value.delay == 20
@@ -218,7 +266,7 @@ async def test_a_failure_posts_one_warning_per_transition_and_raises_when_retrya
 
 async def test_a_permanent_failure_does_not_raise(clock: list[str]) -> None:
     kube = FakeKube()
-    failure = Failure("ItemNotFound", "no item", retryable=False)
+    failure = Failure(Reason.ItemNotFound, "no item", retryable=False)
     await reporting.report_failure(kube, TARGET, failure, body=body(), retry=0)  # type: ignore[arg-type]
     assert [r for _, r, _ in kube.events] == ["ItemNotFound"]
     assert kube.patches[0]["conditions"][0]["reason"] == "ItemNotFound"
@@ -228,7 +276,7 @@ async def test_a_deployment_gets_events_but_no_status(clock: list[str]) -> None:
     kube = FakeKube()
     target = Target(Owner("apps/v1", "Deployment", "app", "uid-app"), "ns", "app-secret", "vaults/v/items/i")
     await reporting.report_success(kube, target, OUTCOME, body=None)  # type: ignore[arg-type]
-    failure = Failure("ItemNotFound", "no item", retryable=False)
+    failure = Failure(Reason.ItemNotFound, "no item", retryable=False)
     await reporting.report_failure(kube, target, failure, body=None, retry=0)  # type: ignore[arg-type]
     assert [r for _, r, _ in kube.events] == ["SecretSynced", "ItemNotFound"]
     assert kube.patches == []
@@ -256,7 +304,7 @@ async def test_under_the_official_crd_a_steady_item_is_not_rewritten(clock: list
 
 async def test_under_the_official_crd_a_repeated_failure_posts_one_warning(clock: list[str]) -> None:
     kube = FakeKube()
-    failure = Failure("ItemNotFound", "no item", retryable=False)
+    failure = Failure(Reason.ItemNotFound, "no item", retryable=False)
     await reporting.report_failure(kube, TARGET, failure, body=body(pruned(ready_status())), retry=0)  # type: ignore[arg-type]
     (stored,) = kube.patches
     again = FakeKube()
@@ -266,7 +314,7 @@ async def test_under_the_official_crd_a_repeated_failure_posts_one_warning(clock
     await reporting.report_failure(
         other,
         TARGET,
-        Failure("VaultNotFound", "no vault", retryable=False),
+        Failure(Reason.VaultNotFound, "no vault", retryable=False),
         body=body(pruned(stored)),
         retry=0,
     )  # type: ignore[arg-type]

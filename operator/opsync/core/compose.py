@@ -31,7 +31,7 @@ from typing import Any
 
 from opsync.core import secrettypes, templating
 from opsync.core.crd import RESERVED_ANNOTATION_PREFIXES, FieldSelector, OnePasswordItemSpec
-from opsync.core.errors import SpecError
+from opsync.core.errors import Reason, SpecError
 from opsync.core.itempath import Fetched
 from opsync.core.mapping import DNS1123_SUBDOMAIN, SecretData, Skipped, is_valid_key, item_to_data
 from opsync.core.selection import default_key, section_label, select
@@ -81,7 +81,7 @@ def _collision(key: str, first: str, second: str) -> SpecError:
     return SpecError(
         f"key {key!r} comes from both {first} and {second}; rename one with 'key', or give "
         "spec.items[].prefix",
-        reason="KeyCollision",
+        reason=Reason.KeyCollision,
     )
 
 
@@ -104,7 +104,7 @@ class _Keys:
             raise SpecError(
                 f"{origin} gives the key {key!r}, which is not a valid Secret key "
                 "([-._a-zA-Z0-9]+, at most 253 characters)",
-                reason="InvalidKey",
+                reason=Reason.InvalidKey,
             )
         if key in self.clashes:
             return
@@ -166,7 +166,7 @@ def _docker_config(spec: OnePasswordItemSpec, got: Fetched, type_: str | None) -
         raise SpecError(
             f"spec.dockerConfig makes a {secrettypes.DOCKER_CONFIG_JSON} Secret but type is {type_!r}; "
             "remove type or set it to that",
-            reason="InvalidSpec",
+            reason=Reason.InvalidSpec,
         )
     server = config.server if config.server is not None else _text(got, config.serverField or "")
     email = _text(got, config.emailField) if config.emailField else None
@@ -254,7 +254,7 @@ def _rendered(spec: OnePasswordItemSpec, fetched: Sequence[Fetched], keys: _Keys
             raise SpecError(
                 f"{where}: the output is not base64; use template.stringData for text, or end the "
                 "template with '| b64encode'",
-                reason="TemplateError",
+                reason=Reason.TemplateError,
             ) from None
         out.add(key, value, where)
     return out
@@ -278,7 +278,7 @@ def _metadata(spec: OnePasswordItemSpec, fetched: Sequence[Fetched]) -> tuple[di
                 raise SpecError(
                     f"template.metadata.{kind}.{key}: keys under {' and '.join(RESERVED_ANNOTATION_PREFIXES)} "
                     "are set by the operator; choose another key",
-                    reason="InvalidSpec",
+                    reason=Reason.InvalidSpec,
                 )
             target[key] = templating.render(f"template.metadata.{kind}.{key}", source, context).strip()
     _check_metadata(labels, annotations)
@@ -301,18 +301,18 @@ def _check_metadata(labels: Mapping[str, str], annotations: Mapping[str, str]) -
     for kind, keys in (("label", labels), ("annotation", annotations)):
         for key in keys:
             if not _QUALIFIED_NAME.match(key) or len(key.rpartition("/")[2]) > 63:
-                raise SpecError(f"{kind} key {key!r} is not valid: {rule}", reason="InvalidMetadata")
+                raise SpecError(f"{kind} key {key!r} is not valid: {rule}", reason=Reason.InvalidMetadata)
     for key, value in labels.items():
         if len(value) > 63 or not _LABEL_VALUE.match(value):
             raise SpecError(
                 f"label {key}={value!r} is not valid: a label value has at most 63 characters of "
                 "[-A-Za-z0-9_.], starting and ending with a letter or digit",
-                reason="InvalidMetadata",
+                reason=Reason.InvalidMetadata,
             )
     size = sum(len(key) + len(value) for key, value in annotations.items())
     if size > MAX_ANNOTATIONS_BYTES:
         raise SpecError(
-            f"the annotations come to {size} bytes; Kubernetes allows 256 KiB", reason="InvalidMetadata"
+            f"the annotations come to {size} bytes; Kubernetes allows 256 KiB", reason=Reason.InvalidMetadata
         )
 
 
@@ -348,6 +348,6 @@ def compose(
     if size > MAX_DATA_BYTES:
         raise SpecError(
             f"the Secret would hold {size} bytes; Kubernetes allows 1 MiB. Select fewer fields or files",
-            reason="SecretTooLarge",
+            reason=Reason.SecretTooLarge,
         )
     return Composed(SecretData(data), secret_type, labels, annotations, skipped)

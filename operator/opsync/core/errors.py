@@ -20,9 +20,19 @@ and server messages cut short. A secret value never goes into a message.
     │       ├── NotFound            404
     │       └── PayloadTooLarge     413
     └── KubeError                   a Kubernetes API call failed
+
+(``selection.FieldNotFound`` and ``templating.TemplateError`` are SpecErrors too, defined where
+they are raised.)
+
+:class:`Reason` is the one vocabulary of reasons users see: in the Ready condition of a
+``OnePasswordItem`` (``Synced``, or a failure reason from :data:`FAILURE_REASONS`) and in
+Events (those, plus the Event-only :data:`EVENT_REASONS`). README.md's reason table lists every
+failure reason (a unit test keeps the two in step).
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 MESSAGE_LIMIT = 256
 """Server-provided text is cut to this many characters before it is kept."""
@@ -32,6 +42,72 @@ def shorten(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """Cut untrusted text short, so a huge or unexpected body never floods logs or status."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Reason(StrEnum):
+    """Why a sync ended as it did, as status conditions and Events say it.
+
+    A ``StrEnum``: each member is its CamelCase string, so status, Events and metrics labels carry
+    exactly the text they always did.
+    """
+
+    # Ready=True (and the Event posted when an item becomes Ready again).
+    Synced = "Synced"
+
+    # Ready=False, and the Warning Event posted when it starts or its reason changes.
+    InvalidSpec = "InvalidSpec"
+    InvalidItemPath = "InvalidItemPath"
+    InvalidAnnotation = "InvalidAnnotation"
+    VaultNotFound = "VaultNotFound"
+    ItemNotFound = "ItemNotFound"
+    Forbidden = "Forbidden"
+    Unauthorized = "Unauthorized"
+    ConnectUnavailable = "ConnectUnavailable"
+    RateLimited = "RateLimited"
+    SecretConflict = "SecretConflict"
+    TypeChangeRefused = "TypeChangeRefused"
+    FieldNotFound = "FieldNotFound"
+    FieldAmbiguous = "FieldAmbiguous"
+    FileUnavailable = "FileUnavailable"
+    KeyCollision = "KeyCollision"
+    InvalidKey = "InvalidKey"
+    TemplateError = "TemplateError"
+    InvalidMetadata = "InvalidMetadata"
+    MissingSecretKey = "MissingSecretKey"
+    InvalidSecretData = "InvalidSecretData"
+    SecretTooLarge = "SecretTooLarge"
+    ConnectError = "ConnectError"
+    KubernetesError = "KubernetesError"
+    Error = "Error"
+    InternalError = "InternalError"
+
+    # Events only: never a condition reason.
+    SecretSynced = "SecretSynced"
+    SecretRenamed = "SecretRenamed"
+    DriftRepaired = "DriftRepaired"
+    MissingItemName = "MissingItemName"
+    RolloutRestarted = "RolloutRestarted"
+
+    @property
+    def is_failure(self) -> bool:
+        """Whether this reason says a sync failed (Ready=False and a Warning Event)."""
+        return self in FAILURE_REASONS
+
+
+SUCCESS_REASONS: frozenset[Reason] = frozenset({Reason.Synced})
+"""The reasons of Ready=True."""
+EVENT_REASONS: frozenset[Reason] = frozenset(
+    {
+        Reason.SecretSynced,
+        Reason.SecretRenamed,
+        Reason.DriftRepaired,
+        Reason.MissingItemName,
+        Reason.RolloutRestarted,
+    }
+)
+"""The reasons only Events carry, never a condition."""
+FAILURE_REASONS: frozenset[Reason] = frozenset(Reason) - SUCCESS_REASONS - EVENT_REASONS
+"""The reasons of Ready=False: every member not listed above."""
 
 
 class OpsyncError(Exception):
@@ -47,7 +123,7 @@ class ConfigError(OpsyncError):
 class SpecError(OpsyncError):
     """The custom resource (or the item it points at) cannot be turned into a Secret."""
 
-    def __init__(self, message: str, *, reason: str = "InvalidSpec") -> None:
+    def __init__(self, message: str, *, reason: Reason = Reason.InvalidSpec) -> None:
         super().__init__(message)
         self.reason = reason
 

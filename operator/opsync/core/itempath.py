@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from opsync.connect.models import FullItem, Item, Vault
-from opsync.core.errors import SpecError
+from opsync.core.errors import Reason, SpecError
 
 ID_PATTERN = re.compile(r"^[a-z0-9]{26}$")
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -39,7 +39,7 @@ class ItemPath:
         if len(parts) != 4 or parts[0] != "vaults" or parts[2] != "items" or not parts[1] or not parts[3]:
             raise SpecError(
                 f"itemPath {path!r} is not of the form vaults/<vault id or title>/items/<item id or title>",
-                reason="InvalidItemPath",
+                reason=Reason.InvalidItemPath,
             )
         return cls(parts[1], parts[3])
 

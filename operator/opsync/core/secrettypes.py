@@ -78,7 +78,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_private_key,
 )
 
-from opsync.core.errors import SpecError
+from opsync.core.errors import Reason, SpecError
 
 DOCKER_CONFIG_JSON = "kubernetes.io/dockerconfigjson"
 DOCKER_CFG = "kubernetes.io/dockercfg"
@@ -88,8 +88,8 @@ BASIC_AUTH = "kubernetes.io/basic-auth"
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"  # noqa: S105 - a type name
 BOOTSTRAP_TOKEN = "bootstrap.kubernetes.io/token"  # noqa: S105 - a type name
 
-INVALID = "InvalidSecretData"
-MISSING = "MissingSecretKey"
+INVALID = Reason.InvalidSecretData
+MISSING = Reason.MissingSecretKey
 
 REQUIRED_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {

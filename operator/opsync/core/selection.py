@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from opsync.connect.models import Field, FullItem
-from opsync.core.errors import SpecError
+from opsync.core.errors import Reason, SpecError
 from opsync.core.mapping import sanitize_key
 
 PREFIXES = ("field:", "id:", "url:", "file:")
@@ -32,7 +32,7 @@ _LISTED = 12
 
 class FieldNotFound(SpecError):
     def __init__(self, message: str) -> None:
-        super().__init__(message, reason="FieldNotFound")
+        super().__init__(message, reason=Reason.FieldNotFound)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _one_field(selector: str, item: FullItem, matches: Sequence[Field]) -> Selec
         raise SpecError(
             f"field {selector!r} matches {len(matches)} fields of item {item.title!r}: {where}; "
             "name one as 'section/label' or 'id:<field id>'",
-            reason="FieldAmbiguous",
+            reason=Reason.FieldAmbiguous,
         )
     field = matches[-1]
     return Selected(field.label or field.id or "", f"field {selector!r}", _field_value(field))
@@ -110,11 +110,11 @@ def _by_file(item: FullItem, name: str, files: Mapping[str, bytes]) -> Selected 
     if len(found) > 1:
         raise SpecError(
             f"item {item.title!r} has {len(found)} files named {name!r}; rename one in 1Password",
-            reason="FieldAmbiguous",
+            reason=Reason.FieldAmbiguous,
         )
     file_id = found[0].id
     if file_id is None or file_id not in files:
-        raise SpecError(f"the content of file {name!r} could not be read", reason="FileUnavailable")
+        raise SpecError(f"the content of file {name!r} could not be read", reason=Reason.FileUnavailable)
     return Selected(name, f"file {name!r}", files[file_id])
 
 
@@ -164,6 +164,6 @@ def default_key(selected: Selected) -> str:
     if not key:
         raise SpecError(
             f"{selected.what} has no characters usable in a Secret key; give it a key",
-            reason="InvalidKey",
+            reason=Reason.InvalidKey,
         )
     return key

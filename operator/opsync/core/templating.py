@@ -84,7 +84,7 @@ from jinja2.tests import test_divisibleby, test_even, test_odd
 from jinja2.utils import missing, pass_context, pass_environment
 from jinja2.visitor import NodeTransformer
 
-from opsync.core.errors import SpecError, shorten
+from opsync.core.errors import Reason, SpecError, shorten
 
 DEFAULT_LIMIT = 256 * 1024
 """Default maximum characters of one rendered output, and of any value built on the way."""
@@ -149,7 +149,7 @@ class TemplateError(SpecError):
 
     def __init__(self, where: str, line: int | None, problem: str) -> None:
         location = where if line is None else f"{where}: line {line}"
-        super().__init__(f"{location}: {problem}", reason="TemplateError")
+        super().__init__(f"{location}: {problem}", reason=Reason.TemplateError)
         self.where = where
         self.line = line
         self.problem = problem

@@ -3,7 +3,9 @@
 Conditions follow metav1.Condition: ``lastTransitionTime`` moves only when the
 status flips, and an Event is posted on every transition (plus one whenever
 the Secret is created or updated). Status is written only when something but
-the clock changed, so a steady item costs no Kubernetes write.
+the clock changed, so a steady item costs no Kubernetes write. The status is built through
+:class:`~opsync.core.crd.OnePasswordItemStatus`, so it always has the CRD's shape, and every
+reason is a :class:`~opsync.core.errors.Reason`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import kopf
 
 from opsync.core import crd
 from opsync.core.desired import ObjectRef
+from opsync.core.errors import Reason
 from opsync.kube import KubeApi
 from opsync.sync.reconcile import Failure, Outcome, Target, success_message
 
@@ -48,13 +51,17 @@ def new_status(
     current: Mapping[str, Any] | None,
     *,
     ready: bool,
-    reason: str,
+    reason: Reason,
     message: str,
     generation: int | None,
     outcome: Outcome | None = None,
     secret_name: str | None = None,
 ) -> dict[str, Any] | None:
-    """The status to write, or None when nothing but the clock would change."""
+    """The status to write (a merge patch), or None when nothing but the clock would change.
+
+    Only the fields set here are dumped (``exclude_unset``): an explicit None stays, as a
+    merge patch's "remove", and the keys of ``current`` this does not set are kept as they are.
+    """
     current = dict(current or {})
     previous = ready_condition(current)
     flag = "True" if ready else "False"
@@ -63,28 +70,35 @@ def new_status(
         if previous and previous.get("status") == flag and previous.get("lastTransitionTime")
         else now()
     )
-    condition = {
-        "type": READY,
-        "status": flag,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": transition,
-        "observedGeneration": generation,
-    }
-    status: dict[str, Any] = {**current, "conditions": [condition], "observedGeneration": generation}
+    condition = crd.Condition(
+        type=READY,
+        status=flag,
+        reason=reason,
+        message=message,
+        lastTransitionTime=transition,
+        observedGeneration=generation,
+    )
+    fields: dict[str, Any] = {"conditions": [condition], "observedGeneration": generation}
     if outcome is not None:
-        status["itemPath"] = outcome.resolved_path
-        status["itemVersion"] = outcome.item_version
+        fields["itemPath"] = outcome.resolved_path
+        fields["itemVersion"] = outcome.item_version
         if len(outcome.items) > 1:
-            status["items"] = [{"itemPath": p, "itemVersion": v} for p, v in outcome.items]
+            fields["items"] = [crd.ItemStatus(itemPath=p, itemVersion=v) for p, v in outcome.items]
         elif "items" in current:
-            status["items"] = None  # a merge patch: null removes the list, back to one item
+            fields["items"] = None  # a merge patch: null removes the list, back to one item
     if secret_name is not None:
-        status["secretName"] = secret_name
+        fields["secretName"] = secret_name
+    fields["lastSyncTime"] = now()  # not compared: only the clock moving is no change
+    model = crd.OnePasswordItemStatus(**fields)
+    status: dict[str, Any] = {**current, **_dump(model)}
     if previous is not None and _shaped(status, current, previous) == _shaped(current, current, previous):
         return None
-    status["lastSyncTime"] = now()
     return status
+
+
+def _dump(model: crd.OnePasswordItemStatus) -> dict[str, Any]:
+    """The fields set on ``model``, as JSON (a reason becomes its plain string)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def _shaped(status: Mapping[str, Any], current: Mapping[str, Any], condition: Mapping[str, Any]) -> Any:
@@ -113,7 +127,7 @@ def _same_failure(previous: Mapping[str, Any] | None, failure: Failure) -> bool:
     return bool(previous.get("message") == failure.message)
 
 
-async def post(kube: KubeApi, ref: ObjectRef, *, type_: str, reason: str, message: str) -> None:
+async def post(kube: KubeApi, ref: ObjectRef, *, type_: str, reason: Reason, message: str) -> None:
     try:
         await kube.post_event(ref, type_=type_, reason=reason, message=message)
     except Exception as exc:  # an Event is never worth failing a sync for
@@ -127,14 +141,14 @@ async def report_success(
 ) -> None:
     message = success_message(target, outcome)
     if outcome.action in ("created", "updated"):
-        await post(kube, target.owner_ref, type_="Normal", reason="SecretSynced", message=message)
+        await post(kube, target.owner_ref, type_="Normal", reason=Reason.SecretSynced, message=message)
     if body is None or target.owner.kind != crd.KIND:
         return
     previous = ready_condition(body.get("status"))
     status = new_status(
         body.get("status"),
         ready=True,
-        reason="Synced",
+        reason=Reason.Synced,
         message=message,
         generation=body.get("metadata", {}).get("generation"),
         outcome=outcome,
@@ -143,7 +157,7 @@ async def report_success(
     if status is not None:
         await kube.patch_item_status(target.namespace, target.owner.name, status)
     if previous is not None and previous.get("status") != "True":
-        await post(kube, target.owner_ref, type_="Normal", reason="Synced", message=message)
+        await post(kube, target.owner_ref, type_="Normal", reason=Reason.Synced, message=message)
 
 
 async def report_failure(
