@@ -35,10 +35,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from opsync.connect.client import ConnectClient
 from opsync.connect.models import Item, Vault
 from opsync.core.errors import ConnectError, SpecError
 from opsync.core.itempath import Fetched, ItemPath, pick, pick_vault
+from opsync.sync.ports import ItemSource
 from opsync.sync.reconcile import Failure, Outcome, Reconciler, Target
 from opsync.sync.resolve import fetch_resolved
 
@@ -98,7 +98,7 @@ class Poller:
         on_poll: Callable[[PollReport, float, bool], None] | None = None,
     ) -> None:
         self.reconciler = reconciler
-        self.connect: ConnectClient = reconciler.connect
+        self.connect: ItemSource = reconciler.connect
         self._sync = sync
         self.interval = interval
         self.full_resync_every = max(1, full_resync_every)

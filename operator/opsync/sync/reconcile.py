@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from opsync.connect.client import ConnectClient
 from opsync.core import crd
 from opsync.core import desired as desired_mod
 from opsync.core.compose import Composed, Source, compose, sources_of
@@ -39,13 +38,14 @@ from opsync.core.errors import (
     NotFound,
     OpsyncError,
     RateLimited,
+    Reason,
     SpecError,
     Unauthorized,
 )
 from opsync.core.gobool import parse_bool
 from opsync.core.itempath import Fetched, ItemPath
 from opsync.core.mapping import SecretData, Skipped
-from opsync.kube import KubeApi
+from opsync.sync.ports import ItemSource, SecretStore
 from opsync.sync.resolve import fetch
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Outcome:
 class Failure:
     """Why a sync failed, as status and Events show it."""
 
-    reason: str
+    reason: Reason
     message: str
     retryable: bool
 
@@ -158,37 +158,41 @@ def describe_failure(exc: BaseException, target: Target) -> Failure:
         return Failure(exc.reason, str(exc), retryable=False)
     if isinstance(exc, Unauthorized):
         return Failure(
-            "Unauthorized",
+            Reason.Unauthorized,
             f"Connect refused the token ({exc}); check OP_CONNECT_TOKEN and that it belongs to this Connect server",
             retryable=True,
         )
     if isinstance(exc, Forbidden):
         return Failure(
-            "Forbidden",
+            Reason.Forbidden,
             f"the Connect token has no read access to the vault of {where}: grant it, or use another vault",
             True,
         )
     if isinstance(exc, NotFound):
         return Failure(
-            "ItemNotFound", f"Connect has no such vault or item for {where} ({exc})", retryable=False
+            Reason.ItemNotFound, f"Connect has no such vault or item for {where} ({exc})", retryable=False
         )
     if isinstance(exc, RateLimited):
         return Failure(
-            "RateLimited", f"Connect is rate limiting requests; will retry ({exc})", retryable=True
+            Reason.RateLimited, f"Connect is rate limiting requests; will retry ({exc})", retryable=True
         )
     if isinstance(exc, ConnectTransientError):
         return Failure(
-            "ConnectUnavailable", f"cannot reach 1Password Connect; will retry ({exc})", retryable=True
+            Reason.ConnectUnavailable, f"cannot reach 1Password Connect; will retry ({exc})", retryable=True
         )
     if isinstance(exc, BadRequest):
-        return Failure("ConnectError", f"Connect refused the request for {where} ({exc})", retryable=False)
+        return Failure(
+            Reason.ConnectError, f"Connect refused the request for {where} ({exc})", retryable=False
+        )
     if isinstance(exc, ConnectError):
-        return Failure("ConnectError", f"Connect failed for {where} ({exc})", retryable=True)
+        return Failure(Reason.ConnectError, f"Connect failed for {where} ({exc})", retryable=True)
     if isinstance(exc, KubeError):
-        return Failure("KubernetesError", str(exc), retryable=exc.retryable or exc.status is None)
+        return Failure(Reason.KubernetesError, str(exc), retryable=exc.retryable or exc.status is None)
     if isinstance(exc, OpsyncError):
-        return Failure("Error", str(exc), retryable=exc.retryable)
-    return Failure("InternalError", f"unexpected {type(exc).__name__}; see the operator log", retryable=True)
+        return Failure(Reason.Error, str(exc), retryable=exc.retryable)
+    return Failure(
+        Reason.InternalError, f"unexpected {type(exc).__name__}; see the operator log", retryable=True
+    )
 
 
 def _summarise_skipped(skipped: tuple[Skipped, ...]) -> str:
@@ -223,7 +227,7 @@ def _check_auto_restart(target: Target) -> None:
         raise SpecError(
             f"annotation {desired_mod.AUTO_RESTART} is {value!r}; it must be true or false "
             f"(or 1/0, t/f) on the {target.owner.kind}",
-            reason="InvalidAnnotation",
+            reason=Reason.InvalidAnnotation,
         ) from None
 
 
@@ -233,11 +237,11 @@ def checked_paths(target: Target) -> list[ItemPath]:
     if not sources and target.spec_error is None:
         raise SpecError(
             "spec.itemPath is missing: set it to vaults/<vault>/items/<item> (or list spec.items)",
-            reason="InvalidItemPath",
+            reason=Reason.InvalidItemPath,
         )
     paths = [ItemPath.parse(source.item_path) for source in sources]
     if target.spec_error is not None:
-        raise SpecError(target.spec_error, reason="InvalidSpec")
+        raise SpecError(target.spec_error, reason=Reason.InvalidSpec)
     _check_auto_restart(target)
     return paths
 
@@ -271,8 +275,8 @@ class Reconciler:
     def __init__(
         self,
         *,
-        connect: ConnectClient,
-        kube: KubeApi,
+        connect: ItemSource,
+        kube: SecretStore,
         allow_empty_values: bool = False,
         copy_annotations: bool = False,
     ) -> None:
@@ -326,7 +330,7 @@ class Reconciler:
                 f"a Secret named {target.secret_name} already exists and is not managed by this "
                 f"{target.owner.kind}; opsync will not overwrite it. Delete or rename that Secret, "
                 "or sync into another name",
-                reason="SecretConflict",
+                reason=Reason.SecretConflict,
             )
 
     async def _apply(
@@ -356,7 +360,7 @@ class Reconciler:
             raise SpecError(
                 f"Secret {wanted.name} has type {existing.type} but the OnePasswordItem asks for {wanted.type}; "
                 "Kubernetes cannot change a Secret's type: delete the Secret and opsync recreates it",
-                reason="TypeChangeRefused",
+                reason=Reason.TypeChangeRefused,
             )
         changed = desired_mod.differences(existing, wanted)
         if changed:

@@ -6,24 +6,24 @@ Connect only what they need.
 
 from __future__ import annotations
 
-from opsync.connect.client import ConnectClient
 from opsync.connect.models import FullItem
-from opsync.core.errors import NotFound, SpecError
+from opsync.core.errors import NotFound, Reason, SpecError
 from opsync.core.itempath import Fetched, ItemPath, looks_like_id, pick_item_by_title, pick_vault
+from opsync.sync.ports import ItemSource
 
 
-async def resolve_vault(client: ConnectClient, vault: str) -> str:
+async def resolve_vault(client: ItemSource, vault: str) -> str:
     found = pick_vault(vault, await client.find_vaults(vault))
     if found is not None:
         return found
     raise SpecError(
         f"no vault with id or title {vault!r} is visible to the Connect token; check the name "
         "and that the token has access to that vault",
-        reason="VaultNotFound",
+        reason=Reason.VaultNotFound,
     )
 
 
-async def resolve_item(client: ConnectClient, vault_id: str, item: str) -> tuple[str, FullItem | None]:
+async def resolve_item(client: ItemSource, vault_id: str, item: str) -> tuple[str, FullItem | None]:
     """The item's id, and the full item when it was fetched on the way (by id)."""
     if looks_like_id(item):
         try:
@@ -38,20 +38,18 @@ async def resolve_item(client: ConnectClient, vault_id: str, item: str) -> tuple
         return found, None
     raise SpecError(
         f"no item with id or title {item!r} in vault {vault_id}; check the itemPath",
-        reason="ItemNotFound",
+        reason=Reason.ItemNotFound,
     )
 
 
-async def resolve(client: ConnectClient, path: ItemPath) -> tuple[ItemPath, FullItem | None]:
+async def resolve(client: ItemSource, path: ItemPath) -> tuple[ItemPath, FullItem | None]:
     """The same path with both parts as ids, and the full item if resolving fetched it."""
     vault_id = await resolve_vault(client, path.vault)
     item_id, item = await resolve_item(client, vault_id, path.item)
     return ItemPath(vault_id, item_id), item
 
 
-async def fetch_resolved(
-    client: ConnectClient, resolved: ItemPath, *, item: FullItem | None = None
-) -> Fetched:
+async def fetch_resolved(client: ItemSource, resolved: ItemPath, *, item: FullItem | None = None) -> Fetched:
     """Read a resolved item and its files (``item``: already read, so not asked for again)."""
     full, files = await client.get_item_with_files(resolved.vault, resolved.item, item=item)
     return Fetched(
@@ -59,7 +57,7 @@ async def fetch_resolved(
     )
 
 
-async def fetch(client: ConnectClient, path: ItemPath) -> Fetched:
+async def fetch(client: ItemSource, path: ItemPath) -> Fetched:
     """Resolve ``path`` and read the item and its files (by id: no second GET of the item)."""
     resolved, item = await resolve(client, path)
     return await fetch_resolved(client, resolved, item=item)

@@ -25,13 +25,13 @@ from typing import Any
 
 from opsync.core import desired, workloads
 from opsync.core.desired import ObjectRef
-from opsync.core.errors import KubeError
-from opsync.kube import KubeApi
+from opsync.core.errors import KubeError, Reason
+from opsync.sync.ports import EventSink, RestartApi, WorkloadStore
 from opsync.sync.reconcile import Outcome, Target
 
 logger = logging.getLogger(__name__)
 
-REASON = "RolloutRestarted"
+REASON = Reason.RolloutRestarted
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class Restarter:
 
     def __init__(
         self,
-        kube: KubeApi,
+        kube: RestartApi,
         *,
         default: bool,
         on_restart: Callable[[Restart], None] | None = None,
@@ -191,7 +191,7 @@ class _Decider:
     only when a Secret and a workload both leave the decision to it; logs an invalid value once
     per object."""
 
-    def __init__(self, kube: KubeApi, namespace: str, default: bool) -> None:
+    def __init__(self, kube: WorkloadStore, namespace: str, default: bool) -> None:
         self._kube = kube
         self.namespace = namespace
         self._default = default
@@ -239,7 +239,7 @@ class _Decider:
         return decision.wanted
 
 
-async def _post(kube: KubeApi, ref: ObjectRef, message: str) -> None:
+async def _post(kube: EventSink, ref: ObjectRef, message: str) -> None:
     """A Normal RolloutRestarted Event; a failure is logged, never raised (an Event is not worth
     failing a restart for)."""
     try:
