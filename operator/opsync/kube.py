@@ -109,8 +109,9 @@ def _body(desired: DesiredSecret, existing: SecretState | None) -> dict[str, Any
 class KubeApi:
     """Async facade over the kubernetes client for what opsync reads and writes."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, *, instance: str = "opsync") -> None:
         self._api = api_client
+        self._instance = instance  # Events' reportingInstance: the pod's name in a cluster
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self._apps = client.AppsV1Api(api_client)
@@ -413,7 +414,7 @@ class KubeApi:
             count=1,
             source=client.V1EventSource(component="opsync"),
             reporting_component="opsync",
-            reporting_instance=os.environ.get("POD_NAME", "opsync"),
+            reporting_instance=self._instance,
         )
         await self._call(
             f"posting an Event on {ref.kind} {ref.namespace}/{ref.name}",

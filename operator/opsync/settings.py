@@ -3,8 +3,11 @@
 ``WATCH_NAMESPACE``, ``POLLING_INTERVAL`` and ``AUTO_RESTART`` are read from the
 environment exactly as the official 1Password operator reads them, and
 ``--enable-annotations`` / ``--allow-empty-values`` are its flags; opsync's own
-knobs are ``OPSYNC_*``. Settings are built explicitly by ``opsync run`` (never at
-import time) and reach the handlers through kopf's memo. An invalid value stops
+knobs are ``OPSYNC_*``; ``POD_NAME`` and ``POD_NAMESPACE`` (the downward API)
+name this replica. The environment is read in one place,
+:meth:`OperatorSettings.from_env`, called once by ``opsync run`` (never at import
+time; building the model directly reads nothing), and the frozen result reaches
+the handlers in the operator's runtime. An invalid value stops
 start-up with one :class:`~opsync.core.errors.ConfigError` naming the variable.
 """
 
@@ -13,8 +16,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from opsync.connect.config import env_values
 from opsync.core.errors import ConfigError
 from opsync.core.gobool import parse_bool
 
@@ -83,6 +87,16 @@ class OperatorSettings(BaseSettings):
         ge=1,
         description="Every this many polls, list every vault in use whatever its contentVersion.",
     )
+    pod_name: str = Field(
+        default="",
+        validation_alias=AliasChoices("POD_NAME", "pod_name"),
+        description="This replica's pod (the downward API): its Lease identity and Events' reporter.",
+    )
+    pod_namespace: str = Field(
+        default="",
+        validation_alias=AliasChoices("POD_NAMESPACE", "pod_namespace"),
+        description="This replica's namespace (the downward API): where the Lease lives by default.",
+    )
     drift_resync_seconds: float = Field(
         default=1.0, ge=0, le=60, description="Debounce before a drifted Secret is restored."
     )
@@ -93,10 +107,24 @@ class OperatorSettings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @classmethod
-    def load(cls, **overrides: Any) -> OperatorSettings:
-        """Read the environment (and explicit overrides, e.g. from flags); one clear error if invalid."""
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values given: the environment is read by :meth:`from_env`, never implicitly."""
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> OperatorSettings:
+        """Read the environment (and explicit overrides that are not None, e.g. from flags); one
+        clear error naming each invalid variable."""
+        given = {key: value for key, value in overrides.items() if value is not None}
         try:
-            return cls(**{key: value for key, value in overrides.items() if value is not None})
+            return cls(**{**env_values(cls), **given})
         except ValidationError as exc:
             problems = []
             for error in exc.errors():

@@ -189,7 +189,6 @@ class ConnectClient:
     ) -> None:
         self._config = config
         self._observer = observer
-        _quiet_http_loggers()
         self._http = httpx.AsyncClient(
             base_url=config.host,
             headers={
@@ -508,13 +507,6 @@ class ConnectClient:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def _quiet_http_loggers() -> None:
-    for name in ("httpx", "httpcore"):
-        http_logger = logging.getLogger(name)
-        if http_logger.level == logging.NOTSET:
-            http_logger.setLevel(logging.WARNING)
 
 
 def _tls_verify(config: ConnectConfig) -> ssl.SSLContext | bool:

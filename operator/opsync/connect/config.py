@@ -4,8 +4,10 @@ Why this module exists: the connection settings come from the environment
 (the official operator's variable names, so its Deployment manifests keep
 working) plus a few opsync knobs, and they must be checked once, at start-up,
 with one clear message when something is wrong. Nothing is read at import
-time: build :class:`ConnectConfig` explicitly (``ConnectConfig()`` reads the
-environment; keyword arguments override it).
+time, and building the model never reads the environment by itself:
+``ConnectConfig(host=..., token=...)`` holds exactly what it is given, and
+:meth:`ConnectConfig.from_env` is the one place that reads the variables below
+(keyword arguments override them).
 
 Environment variables (official names first, then opsync's own):
 
@@ -40,12 +42,12 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from opsync.core.errors import ConfigError
 
-__all__ = ["ConnectConfig"]
+__all__ = ["ConnectConfig", "env_values"]
 
 ENV_PREFIX: Final = "OPSYNC_CONNECT_"
 
@@ -93,6 +95,24 @@ class ConnectConfig(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values given: the environment is read by :meth:`from_env`, never implicitly."""
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ConnectConfig:
+        """The settings from the environment (names above); ``overrides`` that are not None win."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return cls(**{**env_values(cls), **given})
 
     @field_validator("host")
     @classmethod
@@ -155,6 +175,18 @@ class ConnectConfig(BaseSettings):
     def api_url(self) -> str:
         """Where the ``/v1`` endpoints live."""
         return f"{self.host}/v1"
+
+
+def env_values(settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    """What the environment holds for ``settings_cls``'s fields, keyed by field name (so that
+    keyword arguments given by name override them), read as pydantic-settings reads it."""
+    names: dict[str, str] = {}
+    for name, field in settings_cls.model_fields.items():
+        alias = field.validation_alias
+        for choice in alias.choices if isinstance(alias, AliasChoices) else [alias]:
+            if isinstance(choice, str):
+                names[choice] = name
+    return {names.get(key, key): value for key, value in EnvSettingsSource(settings_cls)().items()}
 
 
 def _env_name(location: str) -> str:

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 import socket
 import time
 import uuid
@@ -31,24 +30,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from opsync.core.errors import KubeError
-from opsync.kube import KubeApi
+from opsync.sync.ports import LeaseStore
 
 logger = logging.getLogger(__name__)
 
 
-def default_identity() -> str:
+def default_identity(pod_name: str = "") -> str:
     """The pod name (or host name) plus a random suffix: unique even for two processes on one host."""
-    base = os.environ.get("POD_NAME") or socket.gethostname()
-    return f"{base}_{uuid.uuid4().hex[:8]}"
+    return f"{pod_name or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
 
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
-def default_lease_namespace() -> str:
+def default_lease_namespace(pod_namespace: str = "") -> str:
     """Where the Lease lives when not configured: the pod's own namespace, else ``default``."""
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
+    if pod_namespace:
+        return pod_namespace
     try:
         with open(_SERVICE_ACCOUNT_NAMESPACE) as file:
             return file.read().strip() or "default"
@@ -106,7 +104,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        kube: KubeApi,
+        kube: LeaseStore,
         *,
         namespace: str,
         name: str,
