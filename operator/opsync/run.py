@@ -1,8 +1,11 @@
 """``opsync run``: start the operator against the configured cluster and Connect server.
 
-Configuration comes from the official operator's environment variables and
-flags (see :mod:`opsync.settings` and :mod:`opsync.connect.config`); it is read
-and validated here, once, so a bad value stops start-up with one message.
+Why this module exists: it is the composition root. Configuration comes from the
+official operator's environment variables and flags (see :mod:`opsync.settings`
+and :mod:`opsync.connect.config`); it is read and validated here, once, so a bad
+value stops start-up with one message, and logging is configured here, once.
+:func:`run_operator` then serves the health and metrics endpoints, waits for the
+leader Lease and runs kopf (:mod:`opsync.handlers`) for as long as it leads.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import contextlib
 import logging
 import sys
 
+from opsync.connect.config import ConnectConfig
 from opsync.core.errors import ConfigError
+from opsync.settings import OperatorSettings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,22 +68,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_run)
 
 
+QUIET_LOGGERS = ("httpx", "httpcore", "urllib3")
+"""HTTP libraries that log every request at INFO/DEBUG: warnings only, unless at debug."""
+
+
 def configure_logging(level: str) -> None:
+    """The process's logging, set once at start-up (nothing else changes logger levels)."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )
+    logging.captureWarnings(True)  # a deprecation in a dependency shows in the log
+    if level != "debug":
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from opsync.connect.config import ConnectConfig
-    from opsync.handlers import run_operator
-    from opsync.settings import OperatorSettings
-
     try:
-        settings = OperatorSettings.load(
+        settings = OperatorSettings.from_env(
             enable_annotations=args.enable_annotations,
             allow_empty_values=args.allow_empty_values,
             log_level=args.log_level,
@@ -88,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             ),
             health_probe_bind_address=args.health_probe_bind_address,
         )
-        connect_config = ConnectConfig()
+        connect_config = ConnectConfig.from_env()
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -110,3 +120,86 @@ def _run(args: argparse.Namespace) -> int:
             )
             return 2
     return 0
+
+
+async def run_operator(
+    settings: OperatorSettings,
+    connect_config: ConnectConfig,
+    *,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+) -> bool:
+    """Run opsync until stopped: the body of ``opsync run``. False when leadership was lost.
+
+    The health and metrics endpoints serve at once; kopf (and with it every
+    handler and the poller) starts only once this replica holds the leader
+    Lease, unless leader election is off. A leader that cannot renew its Lease
+    stops acting and returns False, so that the process exits and restarts as
+    a standby, as controller-runtime does.
+    """
+    from opsync.handlers.operator import run_kopf
+    from opsync.handlers.runtime import build_runtime
+    from opsync.kube import KubeApi, load_api_client
+    from opsync.ops.metrics import Metrics
+    from opsync.ops.server import OpsServer
+    from opsync.sync.leader import LeaderElector, default_identity, default_lease_namespace
+
+    stop = stop_flag or asyncio.Event()
+    metrics = Metrics()
+    kube = KubeApi(load_api_client(), instance=settings.pod_name or "opsync")
+    ready = asyncio.Event()
+    server = OpsServer(
+        metrics=metrics,
+        metrics_address=settings.metrics_bind_address,
+        health_address=settings.health_probe_bind_address,
+        ready=ready.is_set,
+    )
+    await server.start()
+    elector: LeaderElector | None = None
+    if settings.leader_election:
+        elector = LeaderElector(
+            kube,
+            namespace=settings.lease_namespace or default_lease_namespace(settings.pod_namespace),
+            name=settings.lease_name,
+            identity=default_identity(settings.pod_name),
+            duration=settings.lease_duration,
+            renew_deadline=settings.lease_duration * 2 / 3,
+            retry_period=settings.lease_duration * 2 / 15,
+        )
+    kopf_stop = asyncio.Event()
+    kopf_ready = asyncio.Event()
+    kept: asyncio.Task[bool] | None = None
+    try:
+        if elector is not None:
+            ready.set()  # a standby is healthy and ready; it just waits
+            if not await elector.acquire(stop):
+                return True
+            kept = asyncio.create_task(elector.keep(stop), name="opsync lease")
+            kept.add_done_callback(lambda _: kopf_stop.set())
+        metrics.set_leader(True)
+        relay = asyncio.create_task(_relay(stop, kopf_stop), name="opsync stop relay")
+        readiness = asyncio.create_task(_relay(kopf_ready, ready), name="opsync readiness")
+        if ready_flag is not None:
+            readiness.add_done_callback(lambda _: ready_flag.set())
+        try:
+            runtime = build_runtime(settings, connect_config, kube=kube, metrics=metrics)
+            await run_kopf(runtime, stop_flag=kopf_stop, ready_flag=kopf_ready)
+        finally:
+            relay.cancel()
+            readiness.cancel()
+            metrics.set_leader(False)
+        return kept is None or not kept.done() or kept.result()
+    finally:
+        if kept is not None and not kept.done():
+            kept.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await kept
+        if elector is not None:
+            await elector.release()
+        await server.stop()
+        kube.close()
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()

@@ -1,13 +1,11 @@
 """The kopf layer: the only package of opsync that imports kopf.
 
-:func:`build_registry` registers every handler on a fresh registry, built from
-the settings at start-up (so intervals and filters come from configuration,
-and nothing is registered at import time). Handlers stay thin: they turn a kopf
-body into a :class:`~opsync.sync.reconcile.Target`, call the
-:class:`~opsync.sync.reconcile.Reconciler` kept in the memo, and report the result
-as status and Events.
+Why this package exists: kopf is a framework with opinions (bodies, memos,
+retries by exception); keeping it here keeps the use cases (:mod:`opsync.sync`)
+plain async code that is tested without it. Handlers are module-level functions,
+one module per concern — :mod:`items`, :mod:`deployments` (annotation mode),
+:mod:`drift` — all ending in one sync path (:mod:`syncing`) that reports through
+:mod:`reporting` (status and Events). :mod:`registry` wires them to kopf in one
+table, :mod:`runtime` is the typed object every handler reads from kopf's memo,
+and :mod:`operator` configures and runs kopf.
 """
-
-from opsync.handlers.registry import build_registry, run_operator
-
-__all__ = ["build_registry", "run_operator"]

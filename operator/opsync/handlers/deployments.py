@@ -1,0 +1,102 @@
+"""kopf handlers of the official operator's annotation mode: Deployments that name an item.
+
+Why this module exists: a Deployment annotated ``operator.1password.io/item-path``
+and ``operator.1password.io/item-name`` gets a Secret of that name, polled like a
+OnePasswordItem. Several annotated Deployments may share one Secret; deleting one
+deletes the Secret only when no other Deployment uses it (otherwise it only stops
+owning it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from opsync.core import desired, workloads
+from opsync.core.errors import Reason
+from opsync.core.mapping import sanitize_secret_name
+from opsync.handlers import reporting
+from opsync.handlers.runtime import runtime_of
+from opsync.handlers.syncing import sync_target
+from opsync.sync.reconcile import Target
+
+logger = logging.getLogger(__name__)
+
+
+def is_annotated_deployment(body: Mapping[str, Any], **_: Any) -> bool:
+    """kopf's ``when=`` filter: only Deployments in annotation mode."""
+    return bool(workloads.deployment_annotations(body))
+
+
+def _owner(body: Mapping[str, Any]) -> desired.Owner:
+    meta = body["metadata"]
+    return desired.Owner("apps/v1", desired.DEPLOYMENT_KIND, meta["name"], meta["uid"])
+
+
+def deployment_target(body: Mapping[str, Any]) -> Target | None:
+    """The target of an annotated Deployment; None without ``item-name``."""
+    annotations = workloads.deployment_annotations(body)
+    name = annotations.get(desired.ITEM_NAME)
+    if not name:
+        return None
+    return Target(
+        owner=_owner(body),
+        namespace=body["metadata"]["namespace"],
+        secret_name=sanitize_secret_name(name),
+        item_path=annotations.get(desired.ITEM_PATH),
+        annotations={k: v for k, v in annotations.items() if k == desired.AUTO_RESTART},
+    )
+
+
+async def track_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every watch event: keep the poller's list of annotated Deployments current."""
+    poller = runtime_of(memo).poller
+    target = deployment_target(body) if is_annotated_deployment(body) else None
+    if type == "DELETED" or target is None or body.get("metadata", {}).get("deletionTimestamp"):
+        poller.forget(body["metadata"]["uid"])
+    else:
+        poller.track(target)
+
+
+async def sync_deployment(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """Create, update and resume: sync the Deployment's Secret, or say what is missing."""
+    runtime = runtime_of(memo)
+    target = deployment_target(body)
+    if target is None:
+        owner = _owner(body)
+        await reporting.post(
+            runtime.kube,
+            Target(owner, body["metadata"]["namespace"], "", None).owner_ref,
+            type_="Warning",
+            reason=Reason.MissingItemName,
+            message=f"annotate the Deployment with {desired.ITEM_NAME} to name the Secret for {desired.ITEM_PATH}",
+        )
+        return
+    runtime.poller.track(target)
+    await sync_target(runtime, target, body=None, retry=retry)
+
+
+async def delete_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Delete the Secret, unless another Deployment uses it (then only stop owning it)."""
+    runtime = runtime_of(memo)
+    runtime.poller.forget(body["metadata"]["uid"])
+    target = deployment_target(body)
+    if target is None:
+        return
+    others = [
+        d
+        for d in await runtime.kube.list_deployments(target.namespace)
+        if d["metadata"]["uid"] != target.owner.uid and workloads.uses_secret(d, target.secret_name)
+    ]
+    if not others:
+        await runtime.reconciler.delete(target)
+    elif await runtime.reconciler.release(target):
+        logger.info(
+            "kept Secret %s/%s: Deployment %s uses it",
+            target.namespace,
+            target.secret_name,
+            others[0]["metadata"]["name"],
+        )

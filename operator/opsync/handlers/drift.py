@@ -1,0 +1,83 @@
+"""kopf handler of drift: a managed Secret edited or deleted by hand is restored in seconds.
+
+Why this module exists: opsync keeps the last desired Secret of every target,
+so a Secret labelled ``opsync.io/managed`` that changes outside opsync is put
+back without asking Connect. The handler only schedules the repair
+(:class:`~opsync.sync.debounce.Debouncer`, ``OPSYNC_DRIFT_RESYNC_SECONDS``): a
+burst of edits, or opsync's own write echoing back, costs one repair, and no
+kopf worker waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from opsync.core import crd, desired
+from opsync.core.errors import KubeError, Reason
+from opsync.handlers import reporting
+from opsync.handlers.runtime import Runtime, runtime_of
+from opsync.handlers.syncing import sync_and_report
+from opsync.sync.reconcile import Target, describe_failure, item_target
+
+logger = logging.getLogger(__name__)
+
+
+async def secret_changed(type: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A managed Secret was modified or deleted: restore it after the debounce delay."""
+    if type not in ("MODIFIED", "DELETED") or namespace is None:
+        return
+    runtime = runtime_of(memo)
+    how = type.lower()
+
+    async def repair() -> None:
+        await restore(runtime, namespace, name, how)
+
+    runtime.drift.schedule((namespace, name), repair)
+
+
+async def restore(runtime: Runtime, namespace: str, name: str, how: str) -> None:
+    """Put the Secret back as last synced; report the repair on its owner."""
+    reconciler = runtime.reconciler
+    try:
+        outcome = await reconciler.restore(namespace, name)
+    except Exception as exc:
+        placeholder = Target(desired.Owner("v1", "Secret", name, ""), namespace, name, None)
+        logger.warning(
+            "could not restore Secret %s/%s: %s", namespace, name, describe_failure(exc, placeholder).message
+        )
+        return
+    if outcome is None or outcome.action == "unchanged":
+        return
+    runtime.metrics.secret_written("restored")
+    logger.info("restored Secret %s/%s after it was %s outside opsync", namespace, name, how)
+    owner = reconciler.owner_of(namespace, name)
+    if owner is None:
+        return
+    await reporting.post(
+        runtime.kube,
+        Target(owner, namespace, name, None).owner_ref,
+        type_="Normal",
+        reason=Reason.DriftRepaired,
+        message=f"Secret {name} was {how} outside opsync; restored it ({', '.join(outcome.changed) or 'recreated'})",
+    )
+    if owner.kind == crd.KIND:
+        await _resync_if_failing(runtime, namespace, owner)
+
+
+async def _resync_if_failing(runtime: Runtime, namespace: str, owner: desired.Owner) -> None:
+    """After a drift repair, re-sync a OnePasswordItem that is not Ready (e.g. TypeChangeRefused,
+    which deleting the Secret resolves), so its status does not keep reporting a fixed problem."""
+    try:
+        body = await runtime.kube.read_item(namespace, owner.name)
+    except KubeError as exc:
+        logger.warning("could not read OnePasswordItem %s/%s: %s", namespace, owner.name, exc)
+        return
+    if body is None or body.get("metadata", {}).get("uid") != owner.uid:
+        return
+    condition = reporting.ready_condition(body.get("status"))
+    if condition is not None and condition.get("status") == "True":
+        return
+    await sync_and_report(runtime, item_target(body), body=body, raise_retryable=False)

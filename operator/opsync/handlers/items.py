@@ -1,0 +1,67 @@
+"""kopf handlers of OnePasswordItems: sync on create, update, resume and force-sync; delete.
+
+Why this module exists: it is the adapter between kopf's view of a
+OnePasswordItem (a body, a retry count) and the use cases: each handler turns
+the body into a :class:`~opsync.sync.reconcile.Target`, keeps the poller's list
+current, and hands the rest to :mod:`opsync.handlers.syncing`. Deleting an item
+deletes its Secret (kopf holds the official finalizer
+``onepassword.com/finalizer.secret`` until then), or leaves it behind with
+``deletionPolicy: Retain``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from opsync.handlers.runtime import runtime_of
+from opsync.handlers.syncing import sync_target
+from opsync.sync.reconcile import item_target
+
+logger = logging.getLogger(__name__)
+
+FORCE_SYNC = "opsync.io/force-sync"
+"""Set this annotation of a OnePasswordItem to any new value to sync it at once."""
+
+
+async def track_item(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every watch event: keep the poller's targets (and the bodies it reports status on)
+    current, and sync at once when the force-sync annotation takes a new value (kopf's update
+    handlers do not see annotation changes: annotations are not part of what kopf compares)."""
+    runtime = runtime_of(memo)
+    poller = runtime.poller
+    uid = body["metadata"]["uid"]
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        poller.forget(uid)
+        return
+    known = poller.tracked(uid)
+    previous = known.target.annotations.get(FORCE_SYNC) if known is not None else None
+    target = item_target(body)
+    poller.track(target, dict(body))
+    token = target.annotations.get(FORCE_SYNC)
+    if known is not None and token is not None and token != previous:
+        logger.info("force-sync of OnePasswordItem %s/%s requested", target.namespace, target.owner.name)
+        await sync_target(runtime, target, body=body, retry=0, raise_retryable=False)
+
+
+async def sync_item(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """Create, update and resume: sync the Secret."""
+    runtime = runtime_of(memo)
+    target = item_target(body)
+    runtime.poller.track(target, dict(body))
+    await sync_target(runtime, target, body=body, retry=retry)
+
+
+async def delete_item(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Delete the Secret with its item, or leave it behind (``deletionPolicy: Retain``)."""
+    runtime = runtime_of(memo)
+    target = item_target(body)
+    runtime.poller.forget(target.owner.uid)
+    reconciler = runtime.reconciler
+    if target.retain:
+        if await reconciler.retain(target):
+            logger.info("kept Secret %s/%s (deletionPolicy Retain)", target.namespace, target.secret_name)
+    elif await reconciler.delete(target):
+        logger.info("deleted Secret %s/%s with its OnePasswordItem", target.namespace, target.secret_name)

@@ -1,0 +1,99 @@
+"""The one sync path of the kopf layer: sync a target, record it, report it, restart workloads.
+
+Why this module exists: the item and Deployment handlers, force-sync, drift
+repair and the poller all end in the same steps — the
+:class:`~opsync.sync.reconcile.Reconciler` syncs, the poller and the metrics
+record the result, status and Events report it, and a data change rolls out the
+workloads that use the Secret. Only the translation of a retryable failure into
+kopf's backoff (``kopf.TemporaryError``) is kopf's; the rest is the use cases'.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kopf
+
+from opsync.core import crd
+from opsync.core.errors import Reason
+from opsync.core.itempath import Fetched
+from opsync.handlers import reporting
+from opsync.handlers.runtime import Runtime
+from opsync.sync.reconcile import Failure, Outcome, Target, describe_failure
+from opsync.sync.restarts import SecretChange
+
+logger = logging.getLogger(__name__)
+
+
+async def sync_and_report(
+    runtime: Runtime,
+    target: Target,
+    *,
+    body: Mapping[str, Any] | None,
+    retry: int = 0,
+    fetched: Sequence[Fetched] | None = None,
+    raise_retryable: bool = True,
+) -> Outcome | Failure:
+    """Sync one target, record the result for the poller and metrics, report it as status and
+    Events. A retryable failure raises kopf.TemporaryError (for kopf's backoff) unless the
+    caller is the poller (``raise_retryable=False``), which retries at its next poll."""
+    reconciler = runtime.reconciler
+    try:
+        outcome = await reconciler.sync(target, fetched=fetched)
+        await _retire_previous(runtime, target, body)
+    except Exception as exc:
+        failure = describe_failure(exc, target)
+        if failure.reason is Reason.InternalError:
+            logger.exception("sync of %s/%s failed unexpectedly", target.namespace, target.secret_name)
+        runtime.poller.record(target, failure)
+        runtime.metrics.sync_error(failure.reason)
+        try:
+            await reporting.report_failure(runtime.kube, target, failure, body=body, retry=retry)
+        except kopf.TemporaryError:
+            if raise_retryable:
+                raise
+        return failure
+    runtime.poller.record(target, outcome)
+    if outcome.action in ("created", "updated"):
+        runtime.metrics.secret_written(outcome.action)
+    await reporting.report_success(runtime.kube, target, outcome, body=body)
+    return outcome
+
+
+async def _retire_previous(runtime: Runtime, target: Target, body: Mapping[str, Any] | None) -> None:
+    """After ``spec.secretName`` changed, the Secret written under the old name (in the status)
+    goes: deleted, or left behind as the deletion policy says. Failing raises, so the status
+    keeps the old name and the next sync tries again."""
+    previous = ((body or {}).get("status") or {}).get("secretName")
+    if target.owner.kind != crd.KIND or not isinstance(previous, str) or previous == target.secret_name:
+        return
+    if await runtime.reconciler.retire(target, previous):
+        verb = "left behind (deletionPolicy Retain)" if target.retain else "deleted"
+        message = f"Secret {previous} {verb}: the Secret is now {target.secret_name}"
+        logger.info("%s/%s: %s", target.namespace, target.owner.name, message)
+        await reporting.post(
+            runtime.kube, target.owner_ref, type_="Normal", reason=Reason.SecretRenamed, message=message
+        )
+
+
+async def restart_workloads(runtime: Runtime, synced: Sequence[tuple[Target, Outcome]]) -> None:
+    """Roll out the workloads using Secrets whose data changed (at most once per workload)."""
+    changes = [change for target, outcome in synced if (change := SecretChange.of(target, outcome))]
+    if changes:
+        await runtime.restarter.restart(changes)
+
+
+async def sync_target(
+    runtime: Runtime,
+    target: Target,
+    *,
+    body: Mapping[str, Any] | None,
+    retry: int,
+    raise_retryable: bool = True,
+) -> None:
+    """A handler's sync: report, then restart the workloads if the data changed."""
+    result = await sync_and_report(runtime, target, body=body, retry=retry, raise_retryable=raise_retryable)
+    if isinstance(result, Outcome):
+        await restart_workloads(runtime, [(target, result)])
