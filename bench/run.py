@@ -30,36 +30,37 @@ not by the operator, so nothing escapes the count. Values are never printed.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import httpx
-import yaml
-from kubernetes import client, config
-from prometheus_client.parser import text_string_to_metric_families
+from kubernetes import client
 
-from opsync.core import crd
-from opsync.tooling.controlplane import ControlPlane, free_port
-from opsync.tooling.watchdog import GroupWatchdog
+from bench.kube import Kube
+from opsync.tooling.controlplane import ControlPlane
+from opsync.tooling.harness import (
+    Children,
+    ConnectServerProcess,
+    Counts,
+    HarnessError,
+    OperatorProcess,
+    request_delta,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO / "crds" / "onepassworditem.yaml"
 
-PROBE_ENDPOINTS = frozenset({"/metrics", "/heartbeat", "/health"})
 CHANGED_FIELD = "host"  # the field the change step rewrites (a host name, not a secret)
 WARM_POLLS = 2  # polls after cold start before the idle count: every vault's version is then known
 IDLE_POLLS = 3
@@ -74,9 +75,6 @@ TARGET_CHANGE_SLACK_S = 2.0
 TARGET_COLD_N = 1000
 TARGET_COLD_S = 60.0
 TARGET_RSS_MB = 150.0
-
-Counts = dict[tuple[str, str], int]
-"""Connect requests by (method, endpoint template)."""
 
 
 class BenchError(RuntimeError):
@@ -167,380 +165,53 @@ def official_requests_per_poll(items: Sequence[BenchItem], files: int = 0) -> in
     return sum((4 if item.by_title else 2) + files for item in items)
 
 
-def request_delta(before: Counts, after: Counts) -> Counts:
-    """Requests made between two readings, without zeros."""
-    return {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
-
-
 def total(counts: Mapping[tuple[str, str], int]) -> int:
     return sum(counts.values())
 
 
-# -- child processes -----------------------------------------------------------------------------
+# -- the bench's own requests and measurements ---------------------------------------------------
 
 
-class Children:
-    """Child processes in sessions of their own, so Ctrl-C reaches only the bench, which stops them
-    in order; a watchdog kills whatever is left should the bench die without stopping them."""
-
-    def __init__(self) -> None:
-        self._watchdog = GroupWatchdog()
-
-    def spawn(
-        self, argv: list[str], log: Path, env: Mapping[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        with log.open("wb") as handle:
-            process = subprocess.Popen(
-                argv,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None,
-                start_new_session=True,
-            )
-        self._watchdog.watch(process.pid)
-        return process
-
-    def stop(self, process: subprocess.Popen[bytes], *, gently: bool, timeout: float = 20.0) -> None:
-        """SIGTERM (``gently``, then SIGKILL after ``timeout``) or SIGKILL, and wait."""
-        if process.poll() is None:
-            if gently:
-                process.terminate()
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            else:
-                process.kill()
-        process.wait()
-        self._watchdog.forget(process.pid)
-
-    def close(self) -> None:
-        self._watchdog.close()
+def patch_field(connect: ConnectServerProcess, item: BenchItem, field_id: str, value: str) -> None:
+    """Replace one field's value through the Connect API (one PATCH)."""
+    response = httpx.patch(
+        f"{connect.url}/v1/vaults/{item.vault_id}/items/{item.item_id}",
+        json=[{"op": "replace", "path": f"/fields/{field_id}/value", "value": value}],
+        headers={"Authorization": f"Bearer {connect.token}"},
+        timeout=30,
+    )
+    if response.status_code != 200:
+        raise BenchError(f"PATCH of {item.title} answered {response.status_code}")
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        content = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(content[-lines:]) or "(empty log)"
-
-
-def opsync_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "opsync", *args]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without any Connect or operator setting of the caller's, plus ``extra``."""
-    dropped = ("KUBECONFIG", "WATCH_NAMESPACE", "POLLING_INTERVAL", "AUTO_RESTART")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OP_CONNECT_", "OPSYNC_")) and key not in dropped
-    }
-    env.update(extra)
-    return env
-
-
-def scrape(http: httpx.Client, url: str) -> list[tuple[str, dict[str, str], float]]:
-    """Every sample of a Prometheus text endpoint as (name, labels, value)."""
-    response = http.get(url)
-    response.raise_for_status()
-    return [
-        (str(sample.name), dict(sample.labels), float(sample.value))
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    ]
-
-
-@dataclass
-class ConnectServer:
-    """``opsync connect-server`` as a subprocess, and a token for every vault."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    token: str
-    log: Path
-    http: httpx.Client
-
-    @classmethod
-    def start(cls, children: Children, directory: Path, data: Mapping[str, Any]) -> ConnectServer:
-        data_path = directory / "connect-data.yaml"
-        fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(dict(data), handle, sort_keys=False)
-        port = free_port()
-        log = directory / "connect-server.log"
-        argv = opsync_argv("connect-server", "--data", str(data_path), "--port", str(port), "--quiet")
-        process = children.spawn(argv, log, clean_env())
-        url = f"http://127.0.0.1:{port}"
-        http = httpx.Client(timeout=30)
-        server = cls(process, url, "", log, http)
+def wait_polls(operator: OperatorProcess, count: int, timeout: float) -> int:
+    """Return as soon as ``count`` polls have ended (within 0.1 s of the last one's end)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        operator.check()
         try:
-            server._wait_up()
-            token = subprocess.run(
-                opsync_argv("connect-server", "issue-token", "--data", str(data_path), "--all-vaults"),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                env=clean_env(),
-            )
-            if token.returncode != 0:
-                raise BenchError(f"issue-token failed: {token.stderr.strip()[-2000:]}")
-            server.token = token.stdout.strip()
-        except BaseException:
-            server.stop(children)
-            raise
-        return server
-
-    def _wait_up(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise BenchError(f"the Connect server exited ({self.process.returncode}):\n{tail(self.log)}")
-            try:
-                if self.http.get(f"{self.url}/heartbeat", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    f"the Connect server did not start within {timeout:.0f} s:\n{tail(self.log)}"
-                )
-            time.sleep(0.1)
-
-    def requests(self) -> Counts:
-        """The server's own request counter by (method, endpoint template), its probes left out."""
-        counts: Counts = {}
-        for name, labels, value in scrape(self.http, f"{self.url}/metrics"):
-            if name != "opsync_connect_server_requests_total" or labels["endpoint"] in PROBE_ENDPOINTS:
-                continue
-            key = (labels["method"], labels["endpoint"])
-            counts[key] = counts.get(key, 0) + int(value)
-        return counts
-
-    def patch_field(self, item: BenchItem, field_id: str, value: str) -> None:
-        """Replace one field's value through the Connect API (one PATCH)."""
-        response = self.http.patch(
-            f"{self.url}/v1/vaults/{item.vault_id}/items/{item.item_id}",
-            json=[{"op": "replace", "path": f"/fields/{field_id}/value", "value": value}],
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        if response.status_code != 200:
-            raise BenchError(f"PATCH of {item.title} answered {response.status_code}")
-
-    def stop(self, children: Children) -> None:
-        children.stop(self.process, gently=False)
-        self.http.close()
+            polls = operator.polls()
+        except httpx.TransportError:
+            polls = -1
+        if polls >= count:
+            return polls
+        if time.monotonic() > deadline:
+            raise BenchError(f"{count} polls had not ended after {timeout:.0f} s (now {polls})")
+        time.sleep(0.1)
 
 
-@dataclass
-class Operator:
-    """``opsync run`` as a subprocess, and its /metrics."""
-
-    process: subprocess.Popen[bytes]
-    metrics_url: str
-    log: Path
-    http: httpx.Client
-
-    @classmethod
-    def start(
-        cls,
-        children: Children,
-        directory: Path,
-        *,
-        kubeconfig: Path,
-        connect: ConnectServer,
-        namespace: str,
-        interval: int,
-        log_level: str,
-    ) -> Operator:
-        port = free_port()
-        env = clean_env(
-            KUBECONFIG=str(kubeconfig),
-            OP_CONNECT_HOST=connect.url,
-            OP_CONNECT_TOKEN=connect.token,
-            WATCH_NAMESPACE=namespace,
-            POLLING_INTERVAL=str(interval),
-            OPSYNC_LEASE_NAME=f"opsync-bench-{uuid.uuid4().hex[:10]}",
-            PYTHONUNBUFFERED="1",
-        )
-        argv = opsync_argv(
-            "run",
-            "--log-level",
-            log_level,
-            "--metrics-bind-address",
-            f"127.0.0.1:{port}",
-            "--health-probe-bind-address",
-            "0",
-        )
-        log = directory / "operator.log"
-        process = children.spawn(argv, log, env)
-        return cls(process, f"http://127.0.0.1:{port}/metrics", log, httpx.Client(timeout=10))
-
-    def check(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            hint = " (0: it was asked to stop, by a signal from outside the bench)" if code == 0 else ""
-            raise BenchError(
-                f"the operator exited with code {code}{hint}; last lines of {self.log}:\n{tail(self.log)}"
-            )
-
-    def metric(self, name: str) -> float:
-        """The sum of every sample called ``name`` on the operator's /metrics."""
-        return sum(value for sample, _labels, value in scrape(self.http, self.metrics_url) if sample == name)
-
-    def polls(self) -> int:
-        return int(self.metric("opsync_polls_total"))
-
-    def wait_polls(self, count: int, timeout: float) -> int:
-        """Return as soon as ``count`` polls have ended (within 0.1 s of the last one's end)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check()
-            try:
-                polls = self.polls()
-            except httpx.TransportError:
-                polls = -1
-            if polls >= count:
-                return polls
-            if time.monotonic() > deadline:
-                raise BenchError(f"{count} polls had not ended after {timeout:.0f} s (now {polls})")
-            time.sleep(0.1)
-
-    def _proc(self, name: str) -> str:
-        return Path(f"/proc/{self.process.pid}/{name}").read_text()
-
-    def memory_mb(self, field: str) -> float:
-        """A memory line of /proc/<pid>/status in MiB: VmHWM (peak resident) or VmRSS (resident now)."""
-        for line in self._proc("status").splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-        raise BenchError(f"no {field} in /proc/<pid>/status")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time so far (utime + stime of /proc/<pid>/stat)."""
-        fields = self._proc("stat").rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def problems(self) -> list[str]:
-        """The log's WARNING, ERROR and traceback lines."""
-        try:
-            lines = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-        return [line for line in lines if " WARNING " in line or " ERROR " in line or "Traceback" in line]
-
-    def stop(self, children: Children) -> None:
-        children.stop(self.process, gently=True)
-        self.http.close()
+def memory_mb(operator: OperatorProcess, field: str) -> float:
+    """A memory line of /proc/<pid>/status in MiB: VmHWM (peak resident) or VmRSS (resident now)."""
+    for line in Path(f"/proc/{operator.pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"no {field} in /proc/<pid>/status")
 
 
-# -- Kubernetes ----------------------------------------------------------------------------------
-
-
-class Kube:
-    """The few Kubernetes calls the bench makes, through the kubernetes client."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        configuration = client.Configuration()
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig), client_configuration=configuration
-        )
-        configuration.connection_pool_maxsize = CREATE_THREADS * 2
-        self.api = client.ApiClient(configuration)
-        self.core = client.CoreV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
-
-    def close(self) -> None:
-        self.api.close()  # type: ignore[no-untyped-call]
-
-    def install_crd(self, timeout: float = 60.0) -> None:
-        ext = client.ApiextensionsV1Api(self.api)
-        for body in yaml.safe_load_all(CRD_FILE.read_text()):
-            if not body:
-                continue
-            name = body["metadata"]["name"]
-            ext.create_custom_resource_definition(body)
-            deadline = time.monotonic() + timeout
-            while True:
-                status = ext.read_custom_resource_definition(name).status
-                conditions = (status.conditions if status is not None else None) or []
-                if any(c.type == "Established" and c.status == "True" for c in conditions):
-                    break
-                if time.monotonic() > deadline:
-                    raise BenchError(f"CRD {name} not Established after {timeout:.0f} s")
-                time.sleep(0.1)
-
-    def create_namespace(self, name: str) -> None:
-        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-
-    def _create_item(self, namespace: str, item: BenchItem, timeout: float = 30.0) -> None:
-        body = {
-            "apiVersion": crd.API_VERSION,
-            "kind": crd.KIND,
-            "metadata": {"name": item.name},
-            "spec": {"itemPath": item.item_path},
-        }
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.custom.create_namespaced_custom_object(
-                    crd.GROUP, crd.VERSION, namespace, crd.PLURAL, body
-                )
-                return
-            except client.ApiException as exc:  # a CRD just Established may not be served yet
-                if exc.status != 404 or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    def create_items(self, namespace: str, items: Sequence[BenchItem]) -> None:
-        with ThreadPoolExecutor(CREATE_THREADS) as pool:
-            for future in [pool.submit(self._create_item, namespace, item) for item in items]:
-                future.result()
-
-    def _list_items(self, namespace: str) -> dict[str, Any]:
-        listing = self.custom.list_namespaced_custom_object(crd.GROUP, crd.VERSION, namespace, crd.PLURAL)
-        return cast(dict[str, Any], listing)
-
-    def readiness(self, namespace: str) -> tuple[int, dict[str, int]]:
-        """How many OnePasswordItems are Ready=True, and the others counted by condition reason."""
-        listing = self._list_items(namespace)
-        ready = 0
-        waiting: dict[str, int] = {}
-        for obj in listing.get("items") or []:
-            conditions = (obj.get("status") or {}).get("conditions") or []
-            condition = next((c for c in conditions if c.get("type") == "Ready"), None)
-            if condition is not None and condition.get("status") == "True":
-                ready += 1
-            else:
-                reason = "no condition" if condition is None else str(condition.get("reason") or "-")
-                waiting[reason] = waiting.get(reason, 0) + 1
-        return ready, waiting
-
-    def resource_versions(self, namespace: str) -> dict[str, str]:
-        """``kind/name`` → resourceVersion of every Secret and OnePasswordItem in ``namespace``."""
-        versions = {
-            f"Secret/{secret.metadata.name}": str(secret.metadata.resource_version)
-            for secret in self.core.list_namespaced_secret(namespace).items
-            if secret.metadata is not None
-        }
-        listing = self._list_items(namespace)
-        for obj in listing.get("items") or []:
-            versions[f"{crd.KIND}/{obj['metadata']['name']}"] = str(obj["metadata"]["resourceVersion"])
-        return versions
-
-    def secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        value = (secret.data or {}).get(key)
-        return None if value is None else base64.b64decode(value)
+def cpu_seconds(operator: OperatorProcess) -> float:
+    """User + system CPU time so far (utime + stime of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- one scenario --------------------------------------------------------------------------------
@@ -591,35 +262,39 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
     items = make_items(n, args.vaults)
     namespace = f"bench-{n}"
     with ExitStack() as stack:
-        children = Children()
-        stack.callback(children.close)
+        children = stack.enter_context(Children())  # its watchdog ends last
         plane = ControlPlane(start_timeout=120)
         plane.start()
         stack.callback(plane.stop)
+        stack.callback(children.stop_all)  # the operator, then the Connect server, then the plane
         step(f"control plane up at {plane.url}")
-        kube = Kube(plane.kubeconfig)
+        kube = Kube.from_kubeconfig(plane.kubeconfig, connections=CREATE_THREADS * 2)
         stack.callback(kube.close)
-        connect = ConnectServer.start(children, directory, connect_data(items, args.vaults))
-        stack.callback(connect.stop, children)
+        connect = ConnectServerProcess.start(
+            children, data_path=directory / "connect-data.yaml", data=connect_data(items, args.vaults)
+        )
         step(f"Connect server up at {connect.url} ({n} items in {args.vaults} vaults)")
-        kube.install_crd()
+        kube.install_crds([CRD_FILE])
         kube.create_namespace(namespace)
-        kube.create_items(namespace, items)
+        kube.create_items(namespace, {item.name: item.item_path for item in items}, threads=CREATE_THREADS)
         step(f"{n} OnePasswordItems created in namespace {namespace}")
 
         # 1. cold start
         before = connect.requests()
         t0 = time.monotonic()
-        operator = Operator.start(
+        operator = OperatorProcess.start(
             children,
-            directory,
-            kubeconfig=plane.kubeconfig,
-            connect=connect,
-            namespace=namespace,
-            interval=args.interval,
+            log=directory / "operator.log",
+            settings={
+                "KUBECONFIG": str(plane.kubeconfig),
+                "OP_CONNECT_HOST": connect.url,
+                "OP_CONNECT_TOKEN": connect.token,
+                "WATCH_NAMESPACE": namespace,
+                "POLLING_INTERVAL": str(args.interval),
+                "OPSYNC_LEASE_NAME": f"opsync-bench-{uuid.uuid4().hex[:10]}",
+            },
             log_level=args.operator_log_level,
         )
-        stack.callback(operator.stop, children)
         while True:
             operator.check()
             ready, waiting = kube.readiness(namespace)
@@ -631,15 +306,15 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
             time.sleep(max(0.0, READY_EVERY - (time.monotonic() - now)))
         cold_start_s = time.monotonic() - t0
         cold_requests = request_delta(before, connect.requests())
-        polls_at_ready = operator.wait_polls(0, timeout=30)  # the polls ended so far
+        polls_at_ready = wait_polls(operator, 0, timeout=30)  # the polls ended so far
         step(f"all {n} Ready after {cold_start_s:.1f} s, {total(cold_requests)} Connect requests")
 
         # 2. idle: start counting right after a poll ends, once every vault's version is known
         poll_wait = args.interval * 3 + 60
-        polls = operator.wait_polls(polls_at_ready + WARM_POLLS, timeout=poll_wait * WARM_POLLS)
+        polls = wait_polls(operator, polls_at_ready + WARM_POLLS, timeout=poll_wait * WARM_POLLS)
         before = connect.requests()
         versions_before = kube.resource_versions(namespace)
-        polls = operator.wait_polls(polls + IDLE_POLLS, timeout=poll_wait * IDLE_POLLS)
+        polls = wait_polls(operator, polls + IDLE_POLLS, timeout=poll_wait * IDLE_POLLS)
         idle_requests = request_delta(before, connect.requests())
         versions_after = kube.resource_versions(namespace)
         idle_writes = sum(1 for key, rv in versions_after.items() if versions_before.get(key) != rv)
@@ -649,7 +324,7 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
         changed = items[0]
         new_value = f"db-{changed.index}-{uuid.uuid4().hex[:8]}.bench.example"
         before = connect.requests()
-        connect.patch_field(changed, CHANGED_FIELD, new_value)
+        patch_field(connect, changed, CHANGED_FIELD, new_value)
         patched = time.monotonic()
         change_s: float | None = None
         change_requests: Counts | None = None
@@ -658,7 +333,7 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
             operator.check()
             if (
                 change_s is None
-                and kube.secret_value(namespace, changed.name, CHANGED_FIELD) == new_value.encode()
+                and (kube.secret_data(namespace, changed.name) or {}).get(CHANGED_FIELD) == new_value.encode()
             ):
                 change_s = time.monotonic() - patched
             if change_requests is None and operator.polls() > polls:
@@ -688,9 +363,9 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
             change_by_title=changed.by_title,
             change_requests=change_requests,
             change_s=change_s,
-            rss_mb=operator.memory_mb("VmHWM"),
-            rss_end_mb=operator.memory_mb("VmRSS"),
-            cpu_s=operator.cpu_seconds(),
+            rss_mb=memory_mb(operator, "VmHWM"),
+            rss_end_mb=memory_mb(operator, "VmRSS"),
+            cpu_s=cpu_seconds(operator),
             problems=operator.problems(),
             by_title=sum(1 for item in items if item.by_title),
             official_per_poll=official_requests_per_poll(items),
@@ -898,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say(out, "interrupted; everything started was stopped")
         code = 130
-    except (BenchError, client.ApiException, httpx.HTTPError, OSError) as exc:
+    except (BenchError, HarnessError, client.ApiException, httpx.HTTPError, OSError) as exc:
         say(out, f"bench failed: {exc}")
         code = 1
     finally:

@@ -1,25 +1,27 @@
-"""Fixtures shared by the whole suite: the real control plane and per-test namespaces.
+"""Fixtures shared by the whole suite: a clean environment, the real control plane, per-test namespaces.
 
-One control plane (etcd + kube-apiserver) serves the whole session; every test
-that touches Kubernetes gets a namespace of its own. With ``--existing-cluster``
-(or ``OPSYNC_TEST_EXISTING_CLUSTER=1``) the suite runs against the cluster of
-``$KUBECONFIG`` instead.
+No test sees the operator or Connect settings of the shell that runs pytest
+(``OP_CONNECT_*``, ``WATCH_NAMESPACE``, ``OPSYNC_*`` ...): :func:`clean_env`
+removes them for every test. One control plane (etcd + kube-apiserver) serves
+the whole session; every test that touches Kubernetes gets a namespace of its
+own. With ``--existing-cluster`` (or ``OPSYNC_TEST_EXISTING_CLUSTER=1``) the
+suite runs against the cluster of ``$KUBECONFIG`` instead.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client, config
 
+from bench.kube import Kube
 from opsync.tooling.controlplane import ControlPlane
+from opsync.tooling.harness import is_operator_setting
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +39,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's operator and Connect settings removed from the environment, for every test
+    (the tooling's OPSYNC_CACHE_DIR / OPSYNC_BIN_DIR and KUBECONFIG stay)."""
+    for name in list(os.environ):
+        if is_operator_setting(name):
+            monkeypatch.delenv(name)
 
 
 @dataclass(frozen=True)
@@ -64,30 +75,7 @@ def api_client(cluster: Cluster) -> Iterator[client.ApiClient]:
 @pytest.fixture(scope="session")
 def crds_installed(api_client: client.ApiClient) -> None:
     """Apply every CRD in crds/ and wait until the API server serves it."""
-    ext = client.ApiextensionsV1Api(api_client)
-    bodies = [
-        body
-        for path in sorted((REPO / "crds").glob("*.yaml"))
-        for body in yaml.safe_load_all(path.read_text())
-    ]
-    for body in bodies:
-        name = body["metadata"]["name"]
-        try:
-            existing = ext.read_custom_resource_definition(name)
-            body["metadata"]["resourceVersion"] = existing.metadata.resource_version
-            ext.replace_custom_resource_definition(name, body)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-            ext.create_custom_resource_definition(body)
-        deadline = time.monotonic() + 60
-        while True:
-            crd = ext.read_custom_resource_definition(name)
-            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conditions.get("Established") == "True":
-                break
-            assert time.monotonic() < deadline, f"CRD {name} not Established: {conditions}"
-            time.sleep(0.1)
+    Kube(api_client).install_crds(sorted((REPO / "crds").glob("*.yaml")))
 
 
 @pytest.fixture

@@ -29,22 +29,23 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from opsync.core import crd
 from opsync.tooling import binaries
 from opsync.tooling.controlplane import free_port
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
 from tests.conftest import REPO, Cluster
-from tests.integration.conftest import (
+from tests.integration.helpers import (
+    CHILDREN,
     VAULT,
-    ConnectProcess,
-    Kube,
-    OperatorProcess,
     eventually,
     make_namespace,
-    wait_log,
+    new_item,
+    pod_spec,
+    set_field,
+    workload,
 )
-from tests.integration.test_operator import new_item
-from tests.integration.test_rotation import pod_spec, set_field, workload
 
 CHART = REPO / "helm" / "opsync"
 LAST_RESTARTED = "operator.1password.io/last-restarted"
@@ -176,8 +177,8 @@ def install(
 
 
 def operator_command(release: Release, token_file: Path) -> tuple[list[str], dict[str, str]]:
-    """The Deployment's container as a local process: its args and env, with local ports and
-    the token file where the pod would have it mounted."""
+    """The Deployment's container as a local process: its args (but the listen addresses, which
+    the harness sets to local ports) and env, with the token file where the pod would have it."""
     deployment = release.objects("Deployment")[0]
     container = next(
         c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"
@@ -191,22 +192,10 @@ def operator_command(release: Release, token_file: Path) -> tuple[list[str], dic
             env[entry["name"]] = downward[entry["valueFrom"]["fieldRef"]["fieldPath"]]
     assert env["OP_CONNECT_TOKEN_FILE"].startswith("/etc/opsync/connect-token/")
     env["OP_CONNECT_TOKEN_FILE"] = str(token_file)
-    local_ports = {
-        "--metrics-bind-address": f"127.0.0.1:{free_port()}",
-        "--health-probe-bind-address": f"127.0.0.1:{free_port()}",
-    }
-    args = []
-    for arg in container["args"]:
-        flag = arg.split("=", 1)[0]
-        args.append(f"{flag}={local_ports[flag]}" if flag in local_ports else arg)
-    inherited = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OP_", "OPSYNC_", "KUBERNETES_"))
-        and key not in ("KUBECONFIG", "WATCH_NAMESPACE", "POLLING_INTERVAL", "AUTO_RESTART")
-    }
-    full_env = {**inherited, **env, "KUBECONFIG": str(release.kubeconfig)}
-    return [sys.executable, "-m", "opsync", "run", *args], full_env
+    listen = ("--metrics-bind-address", "--health-probe-bind-address")
+    args = [arg for arg in container["args"] if arg.split("=", 1)[0] not in listen]
+    assert len(args) == len(container["args"]) - len(listen)
+    return args, {**env, "KUBECONFIG": str(release.kubeconfig)}
 
 
 # -- the namespaced release and its operator ------------------------------------------------------
@@ -231,7 +220,7 @@ def namespaced(
     cluster: Cluster,
     api_client: client.ApiClient,
     crds_installed: None,
-    connect_server: ConnectProcess,
+    connect_server: ConnectServerProcess,
     helm_home: Path,
 ) -> Iterator[Namespaced]:
     watched = (make_namespace(api_client, "helm-a-"), make_namespace(api_client, "helm-b-"))
@@ -255,15 +244,14 @@ def namespaced(
     secret = client.CoreV1Api(api_client).read_namespaced_secret("connect-token", release.namespace)
     token_file = helm_home / "connect-token"
     token_file.write_bytes(base64.b64decode(secret.data["token"]))
-    command, env = operator_command(release, token_file)
-    log_path = helm_home / "operator.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    operator = OperatorProcess(process, log_path, "")
+    args, env = operator_command(release, token_file)
+    operator = OperatorProcess.start(
+        CHILDREN, log=helm_home / "operator.log", settings=env, args=args, log_level=None, health=True
+    )
     try:
         for namespace in watched:
             started = f"Starting the watch-stream for onepassworditems.v1.onepassword.com in {namespace!r}"
-            assert wait_log(operator, started), operator.logs()[-4000:]
+            assert operator.wait_log(started), operator.logs()[-4000:]
         yield Namespaced(release, watched, unwatched, operator)
     finally:
         operator.stop()

@@ -8,17 +8,18 @@ from typing import Any
 
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
+from opsync.tooling.harness import ConnectServerProcess
 from tests.conftest import Cluster
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     VAULT,
-    ConnectProcess,
-    Kube,
     eventually,
+    new_item,
     running_operator,
+    secret_ready,
     watched_namespace,
 )
-from tests.integration.test_operator import new_item, secret_ready
 
 
 def lease(api_client: client.ApiClient, name: str) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def lease(api_client: client.ApiClient, name: str) -> dict[str, Any]:
 async def test_only_the_leader_acts_and_a_standby_takes_over(
     cluster: Cluster,
     crds_installed: None,
-    connect_server: ConnectProcess,
+    connect_server: ConnectServerProcess,
     api_client: client.ApiClient,
     kube: Kube,
     connect: ConnectClient,
@@ -66,7 +67,7 @@ async def test_only_the_leader_acts_and_a_standby_takes_over(
 
 
 def test_a_taken_metrics_port_stops_start_up_with_one_message(
-    cluster: Cluster, connect_server: ConnectProcess
+    cluster: Cluster, connect_server: ConnectServerProcess
 ) -> None:
     import os
     import socket

@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import base64
-import uuid
-from typing import Any
 
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
-from opsync.connect.models import FullItem, Vault
-from tests.integration.conftest import VAULT, Kube, OperatorProcess, eventually
-
-
-async def vault(connect: ConnectClient, name: str = VAULT) -> Vault:
-    (found,) = await connect.find_vaults(name)
-    return found
-
-
-async def new_item(connect: ConnectClient, *, title: str | None = None, **fields: str) -> FullItem:
-    target = await vault(connect)
-    item = FullItem.model_validate(
-        {
-            "title": title or f"item-{uuid.uuid4().hex[:8]}",
-            "category": "LOGIN",
-            "vault": {"id": target.id},
-            "fields": [{"label": label, "value": value, "type": "STRING"} for label, value in fields.items()],
-        }
-    )
-    return await connect.create_item(target.id, item)
-
-
-def secret_ready(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    condition = kube.ready(namespace, name)
-    return condition if condition and condition["status"] == "True" else None
+from opsync.tooling.harness import OperatorProcess
+from tests.integration.helpers import VAULT, eventually, new_item, secret_ready
 
 
 async def test_item_by_title_becomes_a_secret(

@@ -14,11 +14,20 @@ import uuid
 
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from opsync.connect.models import PatchOperation
-from tests.integration.conftest import LOCKED_VAULT_ID, VAULT, Kube, OperatorProcess, eventually
-from tests.integration.test_operator import new_item, secret_ready
-from tests.integration.test_operator_deployments import ITEM_NAME, ITEM_PATH, deployment
+from opsync.tooling.harness import OperatorProcess
+from tests.integration.helpers import (
+    ITEM_NAME,
+    ITEM_PATH,
+    LOCKED_VAULT_ID,
+    VAULT,
+    deployment,
+    eventually,
+    new_item,
+    secret_ready,
+)
 
 
 def needles(value: str) -> list[str]:

@@ -6,56 +6,25 @@ Connect server disturbs no other test.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from tests.conftest import Cluster
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     VAULT,
-    ConnectProcess,
-    Kube,
-    _wait_http,
+    connect_config,
     eventually,
     make_namespace,
+    new_item,
+    secret_ready,
     start_connect,
     start_operator,
 )
-from tests.integration.test_operator import new_item, secret_ready
 
 PREFIX = "opd-"
-
-
-def restart(stopped: ConnectProcess) -> ConnectProcess:
-    """Start Connect again on the same port and data file (tokens stay valid: the key is in it)."""
-    port = stopped.url.rsplit(":", 1)[1]
-    log = (stopped.data_path.parent / "connect-restarted.log").open("wb")
-    with log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "opsync",
-                "connect-server",
-                "--data",
-                str(stopped.data_path),
-                "--port",
-                port,
-                "--quiet",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    restarted = ConnectProcess(stopped.url, stopped.token, stopped.data_path, process)
-    try:
-        _wait_http(f"{stopped.url}/heartbeat", process)
-    except BaseException:
-        restarted.stop()
-        raise
-    return restarted
 
 
 async def test_connect_down_leaves_the_secret_unchanged_and_says_why(
@@ -71,7 +40,7 @@ async def test_connect_down_leaves_the_secret_unchanged_and_says_why(
     try:
         operator = start_operator(cluster, connect_process, tmp_path / "operator", namespace_prefix=PREFIX)
         namespace = make_namespace(api_client, PREFIX)
-        async with ConnectClient(connect_process.config()) as connect:
+        async with ConnectClient(connect_config(connect_process)) as connect:
             item = await new_item(connect, user="app", password="before-the-outage")
         kube.create_item(namespace, "outage", f"vaults/{VAULT}/items/{item.title}", labels={"v": "1"})
         await eventually(lambda: secret_ready(kube, namespace, "outage"))
@@ -109,7 +78,7 @@ async def test_connect_down_leaves_the_secret_unchanged_and_says_why(
         assert operator.process.poll() is None
 
         # Connect comes back (same address, same data): the retry applies the change, Ready again.
-        connect_process = restart(connect_process)
+        connect_process = connect_process.restart()
         await eventually(lambda: secret_ready(kube, namespace, "outage"), within=60)
 
         def relabelled() -> bool:

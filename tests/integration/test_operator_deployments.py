@@ -11,35 +11,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
-from tests.integration.conftest import VAULT, Kube, OperatorProcess, eventually
-from tests.integration.test_operator import new_item
+from opsync.tooling.harness import OperatorProcess
+from tests.integration.helpers import ITEM_NAME, ITEM_PATH, VAULT, deployment, eventually, new_item
 
-ITEM_PATH = "operator.1password.io/item-path"
-ITEM_NAME = "operator.1password.io/item-name"
 FINALIZER = "onepassword.com/finalizer.secret"
-
-
-def deployment(
-    name: str,
-    *,
-    annotations: dict[str, str] | None = None,
-    template_annotations: dict[str, str] | None = None,
-    pod_spec: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "annotations": annotations or {}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": template_annotations or {}},
-                "spec": pod_spec or {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
-            },
-        },
-    }
 
 
 def create(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -15,17 +15,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from bench.kube import Kube
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
 from tests.conftest import Cluster
-from tests.integration.conftest import (
-    ConnectProcess,
-    Kube,
-    OperatorProcess,
+from tests.integration.helpers import (
     eventually,
     running_operator,
+    secret_ready,
     start_connect,
     watched_namespace,
 )
-from tests.integration.test_operator import secret_ready
 
 PREFIX = "opf-"
 VAULT_ID = "filesvault0000000000000001"
@@ -103,7 +102,7 @@ DATA: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def files_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectProcess]:
+def files_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectServerProcess]:
     server = start_connect(tmp_path_factory.mktemp("files-connect"), vaults=["Files"], data=DATA)
     yield server
     server.stop()
@@ -113,7 +112,7 @@ def files_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectP
 def files_operator(
     cluster: Cluster,
     crds_installed: None,
-    files_connect: ConnectProcess,
+    files_connect: ConnectServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     with running_operator(

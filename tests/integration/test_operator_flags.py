@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
 from tests.conftest import Cluster
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     VAULT,
-    ConnectProcess,
-    Kube,
-    OperatorProcess,
     eventually,
+    new_item,
     running_operator,
+    secret_ready,
     watched_namespace,
 )
-from tests.integration.test_operator import new_item, secret_ready
 
 PREFIX = "opa-"
 ITEM_PATH = "operator.1password.io/item-path"
@@ -42,7 +42,7 @@ CR_ANNOTATIONS = {
 def flag_operator(
     cluster: Cluster,
     crds_installed: None,
-    connect_server: ConnectProcess,
+    connect_server: ConnectServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     with running_operator(

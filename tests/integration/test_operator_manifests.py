@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from opsync.tooling import binaries
+from opsync.tooling.harness import OperatorProcess
 from tests.conftest import Cluster
-from tests.integration.conftest import VAULT, Kube, OperatorProcess, eventually
-from tests.integration.test_operator import new_item, secret_ready
+from tests.integration.helpers import VAULT, eventually, new_item, secret_ready
 
 SINGLE = """\
 apiVersion: onepassword.com/v1

@@ -12,20 +12,22 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from opsync.connect.models import PatchOperation
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
 from tests.conftest import Cluster
-from tests.integration.conftest import (
+from tests.integration.helpers import (
+    ITEM_NAME,
+    ITEM_PATH,
     VAULT,
-    ConnectProcess,
-    Kube,
-    OperatorProcess,
+    deployment,
     eventually,
+    new_item,
     running_operator,
+    secret_ready,
     watched_namespace,
 )
-from tests.integration.test_operator import new_item, secret_ready
-from tests.integration.test_operator_deployments import ITEM_NAME, ITEM_PATH, deployment
 
 PREFIX = "opp-"
 
@@ -34,7 +36,7 @@ PREFIX = "opp-"
 def polling_operator(
     cluster: Cluster,
     crds_installed: None,
-    connect_server: ConnectProcess,
+    connect_server: ConnectServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     with running_operator(

@@ -8,9 +8,10 @@ import uuid
 import pytest
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
-from tests.integration.conftest import LOCKED_VAULT_ID, VAULT, Kube, OperatorProcess, eventually
-from tests.integration.test_operator import new_item, secret_ready, vault
+from opsync.tooling.harness import OperatorProcess
+from tests.integration.helpers import LOCKED_VAULT_ID, VAULT, eventually, new_item, secret_ready, vault
 
 
 async def test_a_26_character_title_is_tried_as_an_id_then_as_a_title(

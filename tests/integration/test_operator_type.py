@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
-from tests.integration.conftest import VAULT, Kube, OperatorProcess, eventually
-from tests.integration.test_operator import new_item, secret_ready
+from opsync.tooling.harness import OperatorProcess
+from tests.integration.helpers import VAULT, eventually, new_item, secret_ready
 
 
 async def test_the_type_of_the_item_becomes_the_type_of_the_secret(

@@ -13,14 +13,14 @@ from typing import Any
 import yaml
 
 from opsync.connect.client import ConnectClient
-from tests.integration.conftest import VAULT, ConnectProcess
-from tests.integration.test_operator import new_item
+from opsync.tooling.harness import ConnectServerProcess, clean_env
+from tests.integration.helpers import VAULT, new_item
 
 CANARY = "render-canary-9f3c1e"
 
 
 def render(
-    connect_server: ConnectProcess, tmp_path: Path, documents: list[dict[str, Any]], *args: str
+    connect_server: ConnectServerProcess, tmp_path: Path, documents: list[dict[str, Any]], *args: str
 ) -> subprocess.CompletedProcess[str]:
     manifest = tmp_path / "cr.yaml"
     manifest.write_text(yaml.safe_dump_all(documents))
@@ -45,7 +45,7 @@ def cr(name: str, spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 async def test_render_prints_keys_and_sizes_but_values_only_when_asked(
-    connect_server: ConnectProcess, connect: ConnectClient, tmp_path: Path
+    connect_server: ConnectServerProcess, connect: ConnectClient, tmp_path: Path
 ) -> None:
     item = await new_item(connect, username="app", password=CANARY)
     documents = [
@@ -78,7 +78,7 @@ async def test_render_prints_keys_and_sizes_but_values_only_when_asked(
 
 
 async def test_render_exits_1_with_the_status_message(
-    connect_server: ConnectProcess, connect: ConnectClient, tmp_path: Path
+    connect_server: ConnectServerProcess, connect: ConnectClient, tmp_path: Path
 ) -> None:
     item = await new_item(connect, password=CANARY)
     good = cr("good", {"itemPath": f"vaults/{VAULT}/items/{item.title}"})
@@ -103,14 +103,14 @@ async def test_render_exits_1_with_the_status_message(
 
 
 def test_render_without_connect_settings_or_items_exits_2(
-    tmp_path: Path, connect_server: ConnectProcess
+    tmp_path: Path, connect_server: ConnectServerProcess
 ) -> None:
     empty = render(
         connect_server, tmp_path, [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}]
     )
     assert empty.returncode == 2 and "holds no OnePasswordItem" in empty.stderr
     manifest = tmp_path / "cr.yaml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OP_CONNECT")}
+    env = clean_env()  # no OP_CONNECT_HOST, no token
     result = subprocess.run(
         [sys.executable, "-m", "opsync", "render", "-f", str(manifest)],
         env=env,

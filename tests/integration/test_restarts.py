@@ -10,7 +10,6 @@ once for the session and left in place.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -29,73 +28,13 @@ from opsync.core.workloads import (
 )
 from opsync.kube import KubeApi
 from opsync.sync.restarts import Restart, Restarter, SecretChange
+from tests.integration.helpers import crd_exists, install_rollout_crd
 
 AUTO_RESTART = "operator.1password.io/auto-restart"
 LAST_RESTARTED = "operator.1password.io/last-restarted"
 RESTARTED_FOR = "opsync.io/restarted-for"
-ROLLOUT_CRD = "rollouts.argoproj.io"
 
 # -- Fixtures and helpers ------------------------------------------------------------------------------
-
-
-def rollout_crd_body() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": ROLLOUT_CRD},
-        "spec": {
-            "group": "argoproj.io",
-            "scope": "Namespaced",
-            "names": {
-                "plural": "rollouts",
-                "singular": "rollout",
-                "kind": "Rollout",
-                "listKind": "RolloutList",
-            },
-            "versions": [
-                {
-                    "name": "v1alpha1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
-        },
-    }
-
-
-def crd_exists(api_client: client.ApiClient) -> bool:
-    try:
-        client.ApiextensionsV1Api(api_client).read_custom_resource_definition(ROLLOUT_CRD)
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
-def install_rollout_crd(api_client: client.ApiClient) -> None:
-    """Create the Rollout CRD unless it exists (idempotent; never deleted: the cluster is shared),
-    then wait until Rollouts can be listed."""
-    ext = client.ApiextensionsV1Api(api_client)
-    if not crd_exists(api_client):
-        try:
-            ext.create_custom_resource_definition(rollout_crd_body())
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
-    custom = client.CustomObjectsApi(api_client)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            custom.list_namespaced_custom_object("argoproj.io", "v1alpha1", "default", "rollouts")
-            return
-        except client.ApiException as exc:
-            if exc.status != 404 or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

@@ -16,23 +16,26 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
-from opsync.connect.models import FullItem, PatchOperation
+from opsync.connect.models import PatchOperation
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess, request_delta
 from tests.conftest import Cluster
-from tests.integration.conftest import (
+from tests.integration.helpers import (
     DATA,
     VAULT,
-    ConnectProcess,
-    Kube,
-    OperatorProcess,
+    connect_config,
     eventually,
-    request_delta,
+    install_rollout_crd,
+    new_item,
+    pod_spec,
     running_operator,
+    secret_ready,
+    set_field,
     start_connect,
     watched_namespace,
+    workload,
 )
-from tests.integration.test_operator import new_item, secret_ready
-from tests.integration.test_restarts import install_rollout_crd
 
 PREFIX = "opc-"
 INTERVAL = 2.0
@@ -59,7 +62,7 @@ DATA_WITH_TWINS: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def change_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectProcess]:
+def change_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectServerProcess]:
     server = start_connect(tmp_path_factory.mktemp("change-connect"), data=DATA_WITH_TWINS)
     yield server
     server.stop()
@@ -70,7 +73,7 @@ def change_operator(
     cluster: Cluster,
     crds_installed: None,
     api_client: client.ApiClient,
-    change_connect: ConnectProcess,
+    change_connect: ConnectServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     install_rollout_crd(api_client)
@@ -91,17 +94,9 @@ def ns(api_client: client.ApiClient, change_operator: OperatorProcess) -> Iterat
 
 
 @pytest.fixture
-async def cc(change_connect: ConnectProcess) -> AsyncIterator[ConnectClient]:
-    async with ConnectClient(change_connect.config()) as api:
+async def cc(change_connect: ConnectServerProcess) -> AsyncIterator[ConnectClient]:
+    async with ConnectClient(connect_config(change_connect)) as api:
         yield api
-
-
-async def set_field(connect: ConnectClient, item: FullItem, label: str, value: str) -> None:
-    await connect.patch_item(
-        str(item.vault.id),
-        str(item.id),
-        [PatchOperation(op="replace", path=f"/fields/{label}/value", value=value)],
-    )
 
 
 async def after_polls(operator: OperatorProcess, count: int) -> float:
@@ -121,39 +116,6 @@ def full_resyncs(polls: float, ended: float) -> int:
 async def between_polls(operator: OperatorProcess) -> None:
     """Return just after a poll ended: the next starts about INTERVAL seconds later."""
     await after_polls(operator, 1)
-
-
-def pod_spec(secret: str = "", how: str = "") -> dict[str, Any]:
-    """A pod spec using ``secret`` as ``how`` says (env, envFrom, volume, projected), or not at all."""
-    container: dict[str, Any] = {"name": "app", "image": "registry.invalid/app:1"}
-    volumes: list[dict[str, Any]] = []
-    if how == "env":
-        container["env"] = [{"name": "P", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}]
-    elif how == "envFrom":
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
-    elif how == "volume":
-        volumes = [{"name": "s", "secret": {"secretName": secret}}]
-    elif how == "projected":
-        volumes = [{"name": "s", "projected": {"sources": [{"secret": {"name": secret}}]}}]
-    spec: dict[str, Any] = {"containers": [container]}
-    if volumes:
-        spec["volumes"] = volumes
-    return spec
-
-
-def workload(
-    kind: str, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None
-) -> dict[str, Any]:
-    template = {"metadata": {"labels": {"app": name}}, "spec": spec}
-    body: dict[str, Any] = {
-        "apiVersion": "argoproj.io/v1alpha1" if kind == "Rollout" else "apps/v1",
-        "kind": kind,
-        "metadata": {"name": name, "annotations": annotations or {}},
-        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template},
-    }
-    if kind == "StatefulSet":
-        body["spec"]["serviceName"] = name
-    return body
 
 
 def create_workload(api_client: client.ApiClient, namespace: str, body: dict[str, Any]) -> None:
@@ -202,7 +164,11 @@ def resource_versions(kube: Kube, namespace: str, names: list[str]) -> dict[str,
 
 
 async def test_an_idle_poll_is_one_request_and_no_write(
-    change_operator: OperatorProcess, change_connect: ConnectProcess, ns: str, kube: Kube, cc: ConnectClient
+    change_operator: OperatorProcess,
+    change_connect: ConnectServerProcess,
+    ns: str,
+    kube: Kube,
+    cc: ConnectClient,
 ) -> None:
     by_title = await new_item(cc, title="idle-by-title", password="a")
     by_id = await new_item(cc, title="idle-by-id", password="b")
@@ -226,7 +192,11 @@ async def test_an_idle_poll_is_one_request_and_no_write(
 
 
 async def test_a_change_costs_three_requests_and_reaches_the_secret_within_an_interval(
-    change_operator: OperatorProcess, change_connect: ConnectProcess, ns: str, kube: Kube, cc: ConnectClient
+    change_operator: OperatorProcess,
+    change_connect: ConnectServerProcess,
+    ns: str,
+    kube: Kube,
+    cc: ConnectClient,
 ) -> None:
     item = await new_item(cc, title="changing", password="v1")
     kube.create_item(ns, "changing", f"vaults/{VAULT}/items/{item.title}")
@@ -253,7 +223,11 @@ async def test_a_change_costs_three_requests_and_reaches_the_secret_within_an_in
 
 
 async def test_a_changed_item_is_listed_once_and_read_once_for_two_secrets(
-    change_operator: OperatorProcess, change_connect: ConnectProcess, ns: str, kube: Kube, cc: ConnectClient
+    change_operator: OperatorProcess,
+    change_connect: ConnectServerProcess,
+    ns: str,
+    kube: Kube,
+    cc: ConnectClient,
 ) -> None:
     item = await new_item(cc, title="shared-item", password="v1")
     kube.create_item(ns, "shared-a", f"vaults/{VAULT}/items/{item.title}")
@@ -387,7 +361,7 @@ async def test_restart_precedence_secret_then_workload_then_namespace(
 async def test_an_operator_restart_does_not_restart_workloads_again(
     cluster: Cluster,
     crds_installed: None,
-    change_connect: ConnectProcess,
+    change_connect: ConnectServerProcess,
     api_client: client.ApiClient,
     kube: Kube,
     cc: ConnectClient,

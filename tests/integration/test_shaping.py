@@ -30,16 +30,15 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from kubernetes import client
 
+from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from opsync.connect.models import PatchOperation
 from opsync.core import crd
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess, request_delta
 from tests.conftest import Cluster
-from tests.integration.conftest import (
-    ConnectProcess,
-    Kube,
-    OperatorProcess,
+from tests.integration.helpers import (
+    connect_config,
     eventually,
-    request_delta,
     running_operator,
     start_connect,
     watched_namespace,
@@ -201,7 +200,7 @@ def item_body(name: str, *, type_: str | None = None, **spec: Any) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def shape_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectProcess]:
+def shape_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectServerProcess]:
     server = start_connect(tmp_path_factory.mktemp("shape-connect"), vaults=[VAULT], data=DATA)
     yield server
     server.stop()
@@ -211,7 +210,7 @@ def shape_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectP
 def shape_operator(
     cluster: Cluster,
     crds_installed: None,
-    shape_connect: ConnectProcess,
+    shape_connect: ConnectServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     with running_operator(
@@ -225,8 +224,8 @@ def shape_operator(
 
 
 @pytest.fixture
-async def shape_client(shape_connect: ConnectProcess) -> AsyncIterator[ConnectClient]:
-    async with ConnectClient(shape_connect.config()) as api:
+async def shape_client(shape_connect: ConnectServerProcess) -> AsyncIterator[ConnectClient]:
+    async with ConnectClient(connect_config(shape_connect)) as api:
         yield api
 
 
@@ -470,7 +469,7 @@ async def test_items_with_prefix_next_to_item_path_and_alone(shaping: Shaping) -
 
 
 async def test_a_change_to_the_second_item_is_picked_up_by_polling(
-    shaping: Shaping, shape_client: ConnectClient, shape_connect: ConnectProcess
+    shaping: Shaping, shape_client: ConnectClient, shape_connect: ConnectServerProcess
 ) -> None:
     shaping.create(
         "polled",

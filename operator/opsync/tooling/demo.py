@@ -10,9 +10,10 @@ never values) and how to try an update. Ctrl-C or SIGTERM stops everything.
 
 The Kubernetes calls it makes go through the ``kubectl`` the project builds, so
 the rule that only :mod:`opsync.kube` imports the ``kubernetes`` client holds.
-The operator and the Connect server run as child processes in sessions of
-their own; a small watchdog kills them should the demo itself die without
-stopping them (the control plane has its own watchdog).
+The operator and the Connect server are started and stopped by
+:mod:`opsync.tooling.harness`, as the benchmark and the tests start them: in
+sessions of their own, with a watchdog that kills them should the demo itself
+die without stopping them (the control plane has its own watchdog).
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,8 +35,14 @@ from opsync.core import crd
 from opsync.core.desired import ITEM_NAME, ITEM_PATH, ITEM_VERSION, MANAGED_LABEL
 from opsync.core.mapping import sanitize_secret_name
 from opsync.tooling import binaries
-from opsync.tooling.controlplane import ControlPlane, ControlPlaneError, free_port
-from opsync.tooling.watchdog import GroupWatchdog
+from opsync.tooling.controlplane import ControlPlane, ControlPlaneError
+from opsync.tooling.harness import (
+    Children,
+    ConnectServerProcess,
+    HarnessError,
+    OperatorProcess,
+    write_private,
+)
 
 NAMESPACE = "demo"
 POLLING_INTERVAL = 10
@@ -48,8 +52,6 @@ UPDATE_ITEM_ID = "dbcredentialsdemo00000001a"
 UPDATE_ITEM_NAME = "db-credentials"
 UPDATE_FIELD = "host"
 UPDATE_VALUE = "db-replica.demo.example"
-
-_LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 class DemoError(RuntimeError):
@@ -255,14 +257,7 @@ def instructions(
 # -- processes -----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Demo:
     """The running demo: the control plane, the Connect server, the operator, and the kubectl calls."""
 
@@ -272,11 +267,14 @@ class Demo:
     ready_timeout: float = 120.0
     plane: ControlPlane | None = field(default=None, init=False)
     kubectl_path: Path | None = field(default=None, init=False)
-    connect_url: str = field(default="", init=False)
     token_file: Path | None = field(default=None, init=False)
-    metrics_port: int = field(default=0, init=False)
-    children: list[_Child] = field(default_factory=list, init=False)
-    _watchdog: GroupWatchdog = field(default_factory=GroupWatchdog, init=False)
+    children: Children = field(default_factory=Children, init=False)
+    connect: ConnectServerProcess | None = field(default=None, init=False)
+    operator: OperatorProcess | None = field(default=None, init=False)
+
+    @property
+    def connect_url(self) -> str:
+        return self.connect.url if self.connect is not None else ""
 
     def say(self, text: str) -> None:
         self.out.write(text)
@@ -289,84 +287,28 @@ class Demo:
         if not data.is_file() or not (self.examples / "items").is_dir():
             raise DemoError(f"no demo data in {self.examples} (expected connect-data.yaml and items/)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        copy = self.run_dir / "connect-data.yaml"
-        copy.unlink(missing_ok=True)
-        shutil.copyfile(data, copy)
-        copy.chmod(0o600)
+        write_private(self.run_dir / "connect-data.yaml", data.read_bytes())
         self.kubectl_path = binaries.ensure(["kubectl"])["kubectl"]
 
-    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> _Child:
-        log = self.run_dir / f"{name}.log"
-        with log.open("wb") as handle:
-            process = subprocess.Popen(
-                argv,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None,
-                start_new_session=True,
-            )
-        child = _Child(name, process, log)
-        self.children.append(child)
-        self._watchdog.watch(process.pid)
-        return child
-
-    def start_connect_server(self) -> _Child:
-        return self._spawn(
-            "connect-server",
-            [
-                sys.executable,
-                "-m",
-                "opsync",
-                "connect-server",
-                "--data",
-                str(self.run_dir / "connect-data.yaml"),
-                "--port",
-                "0",
-            ],
+    def start_connect_server(self) -> ConnectServerProcess:
+        """Start the Connect server on the data copy, logging every request; :meth:`wait_connect_server`."""
+        self.connect = ConnectServerProcess.spawn(
+            self.children,
+            data_path=self.run_dir / "connect-data.yaml",
+            log=self.run_dir / "connect-server.log",
+            quiet=False,
         )
+        return self.connect
 
-    def wait_connect_server(self, child: _Child, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            match = _LISTENING.search(child.log.read_text(errors="replace"))
-            if match:
-                self.connect_url = match.group(1)
-                return self.connect_url
-            if child.process.poll() is not None:
-                raise DemoError(
-                    f"the Connect server exited ({child.process.returncode}):\n{_tail(child.log)}"
-                )
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"the Connect server did not start within {timeout:.0f} s:\n{_tail(child.log)}"
-                )
-            time.sleep(0.1)
+    def wait_connect_server(self, timeout: float = 30.0) -> str:
+        assert self.connect is not None
+        return self.connect.wait_ready(timeout=timeout)
 
     def issue_token(self) -> Path:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "opsync",
-                "connect-server",
-                "issue-token",
-                "--data",
-                str(self.run_dir / "connect-data.yaml"),
-                "--all-vaults",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise DemoError(f"issue-token failed: {result.stderr.strip()}")
+        """A token for every vault, in a file only this user can read."""
+        assert self.connect is not None
         self.token_file = self.run_dir / "connect-token"
-        self.token_file.unlink(missing_ok=True)
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(result.stdout.strip() + "\n")
+        write_private(self.token_file, self.connect.issue_token() + "\n")
         return self.token_file
 
     def start_control_plane(self, timeout: float) -> ControlPlane:
@@ -413,38 +355,20 @@ class Demo:
                 raise DemoError(f"the CRD {crd.CRD_NAME} was not Established within {timeout:.0f} s")
             time.sleep(0.2)
 
-    def start_operator(self) -> _Child:
+    def start_operator(self) -> OperatorProcess:
         assert self.plane is not None and self.token_file is not None
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_"))
-            and key not in ("KUBECONFIG", "WATCH_NAMESPACE", "POLLING_INTERVAL", "AUTO_RESTART")
-        }
-        env.update(
-            KUBECONFIG=str(self.plane.kubeconfig),
-            OP_CONNECT_HOST=self.connect_url,
-            OP_CONNECT_TOKEN_FILE=str(self.token_file),
-            POLLING_INTERVAL=str(POLLING_INTERVAL),
-            PYTHONUNBUFFERED="1",
+        self.operator = OperatorProcess.start(
+            self.children,
+            log=self.run_dir / "operator.log",
+            settings={
+                "KUBECONFIG": str(self.plane.kubeconfig),
+                "OP_CONNECT_HOST": self.connect_url,
+                "OP_CONNECT_TOKEN_FILE": str(self.token_file),
+                "POLLING_INTERVAL": str(POLLING_INTERVAL),
+            },
+            log_level="info",
         )
-        self.metrics_port = free_port()
-        return self._spawn(
-            "operator",
-            [
-                sys.executable,
-                "-m",
-                "opsync",
-                "run",
-                "--log-level",
-                "info",
-                "--metrics-bind-address",
-                f"127.0.0.1:{self.metrics_port}",
-                "--health-probe-bind-address",
-                "0",
-            ],
-            env,
-        )
+        return self.operator
 
     def apply_examples(self, timeout: float = 30.0) -> list[str]:
         # Right after the CRD is Established, discovery may not list it yet: retry briefly.
@@ -481,12 +405,7 @@ class Demo:
             time.sleep(1.0)
 
     def check_children(self) -> None:
-        for child in self.children:
-            if child.process.poll() is not None:
-                raise DemoError(
-                    f"{child.name} exited with code {child.process.returncode}; last lines of {child.log}:\n"
-                    f"{_tail(child.log)}"
-                )
+        self.children.check()
 
     def secrets_table(self) -> str:
         return format_table(secret_rows(self.kubectl_json("get", "secrets", "-n", NAMESPACE)))
@@ -495,32 +414,10 @@ class Demo:
 
     def stop(self) -> None:
         """Operator first, then the Connect server, then the control plane; nothing left running."""
-        for child in reversed(self.children):
-            _terminate(child.process)
-            self._watchdog.forget(child.process.pid)
-        self.children.clear()
-        self._watchdog.close()
+        self.children.close()
         if self.plane is not None:
             self.plane.stop()
             self.plane = None
-
-
-def _terminate(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -591,12 +488,12 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         demo.say("opsync demo: local control plane + local 1Password Connect server + opsync\n")
         demo.prepare()
-        connect = demo.start_connect_server()
+        demo.start_connect_server()
         _timed(demo, "control plane", lambda: demo.start_control_plane(args.start_timeout).url, started)
         _timed(
             demo,
             "Connect server",
-            lambda: f"{demo.wait_connect_server(connect)} (demo data: {run_dir / 'connect-data.yaml'})",
+            lambda: f"{demo.wait_connect_server()} (demo data: {run_dir / 'connect-data.yaml'})",
             started,
         )
         _timed(demo, "token", lambda: f"all vaults, in {demo.issue_token()}", started)
@@ -606,7 +503,7 @@ def _demo(args: argparse.Namespace) -> int:
             "operator",
             lambda: (
                 f"opsync run, POLLING_INTERVAL={POLLING_INTERVAL} "
-                f"(log: {demo.start_operator().log}; metrics: http://127.0.0.1:{demo.metrics_port}/metrics)"
+                f"(log: {(operator := demo.start_operator()).log}; metrics: {operator.metrics_url})"
             ),
             started,
         )
@@ -644,7 +541,13 @@ def _demo(args: argparse.Namespace) -> int:
         demo.say("\nstopping ...\n")
         if args.exit_when_ready:
             status = 130
-    except (DemoError, ControlPlaneError, binaries.BinariesError, subprocess.TimeoutExpired) as exc:
+    except (
+        DemoError,
+        HarnessError,
+        ControlPlaneError,
+        binaries.BinariesError,
+        subprocess.TimeoutExpired,
+    ) as exc:
         sys.stderr.write(f"error: {exc}\n")
         status = 2
     finally:

@@ -1,9 +1,10 @@
 """A watchdog process that kills process groups left behind when their owner dies.
 
-The demo and the benchmark start the Connect server and the operator in process
-groups of their own. Should the owner die without stopping them (even by
-SIGKILL), the watchdog, which reads from a pipe only the owner holds, sees the
-pipe close and kills every group it was told to watch and not told to forget.
+:class:`opsync.tooling.harness.Children` starts the Connect server and the
+operator (for the demo, the benchmark and the tests) in process groups of their
+own. Should the owner die without stopping them (even by SIGKILL), the watchdog,
+which reads from a pipe only the owner holds, sees the pipe close and kills
+every group it was told to watch and not told to forget.
 """
 
 from __future__ import annotations
