@@ -28,9 +28,10 @@ venv: $(INSTALLED) ## create the virtualenv and install opsync with its dev tool
 bins: $(INSTALLED) ## find or build kube-apiserver, etcd, kubectl, helm (first build: Go, ~15 min)
 	$(BIN)/opsync controlplane bins
 
-lint: $(INSTALLED) ## ruff lint and format check
+lint: $(INSTALLED) ## ruff lint and format check, and the layer contracts (import-linter)
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(INSTALLED) ## mypy --strict on the package and the benchmark
 	$(BIN)/mypy -p opsync -p bench
@@ -65,4 +66,4 @@ run: bins ## run the operator (KUBECONFIG + OP_CONNECT_HOST set), else the local
 	$(if $(and $(KUBECONFIG),$(OP_CONNECT_HOST)),$(BIN)/opsync run,$(BIN)/opsync demo)
 
 clean: ## remove the virtualenv and caches (not the binary cache in ~/.cache/opsync)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from opsync.connect.config import env_values
 from opsync.core.errors import ConfigError
 from opsync.core.gobool import parse_bool
+from opsync.envsettings import ExplicitSettings
 
 
 def _namespaces(value: object) -> object:
@@ -32,7 +32,7 @@ def _namespaces(value: object) -> object:
 GoBool = Annotated[bool, BeforeValidator(parse_bool)]
 
 
-class OperatorSettings(BaseSettings):
+class OperatorSettings(ExplicitSettings):
     """Everything ``opsync run`` needs besides the Connect connection (see ConnectConfig)."""
 
     model_config = SettingsConfigDict(
@@ -107,24 +107,11 @@ class OperatorSettings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only the values given: the environment is read by :meth:`from_env`, never implicitly."""
-        return (init_settings,)
-
-    @classmethod
     def from_env(cls, **overrides: Any) -> OperatorSettings:
         """Read the environment (and explicit overrides that are not None, e.g. from flags); one
         clear error naming each invalid variable."""
-        given = {key: value for key, value in overrides.items() if value is not None}
         try:
-            return cls(**{**env_values(cls), **given})
+            return cls(**cls.environment(**overrides))
         except ValidationError as exc:
             problems = []
             for error in exc.errors():

@@ -129,13 +129,6 @@ def data() -> dict[str, Any]:
 ALL_VAULTS = [MAIN, OTHER, SHARED_ONE, SHARED_TWO]
 
 
-@pytest.fixture(autouse=True)
-def _no_connect_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_")):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 async def server(connect_server_factory: Callable[..., Any]) -> ConnectServer:
     result: ConnectServer = await connect_server_factory(data())

@@ -7,7 +7,6 @@ rate of 1.0 (every request fails); attempts are counted with ``server.request_co
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -56,13 +55,6 @@ DATA = {
 GET_ITEM = "GET /v1/vaults/{vaultUuid}/items/{itemUuid}"
 CREATE = "POST /v1/vaults/{vaultUuid}/items"
 MAX_RETRIES = 3
-
-
-@pytest.fixture(autouse=True)
-def _no_connect_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

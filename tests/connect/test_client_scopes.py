@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -51,13 +50,6 @@ DATA = {
 }
 
 ITEM_ROUTE = "/v1/vaults/{vaultUuid}/items/{itemUuid}"
-
-
-@pytest.fixture(autouse=True)
-def _no_connect_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -74,16 +73,9 @@ def assert_clean_error(error: BaseException) -> None:
     assert_clean(repr(error.__dict__))
 
 
-@pytest.fixture(autouse=True)
-def _no_connect_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_")):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """Everything at DEBUG, httpx and httpcore included (set before the client quiets them)."""
+    """Everything at DEBUG, httpx and httpcore included."""
     caplog.set_level(logging.DEBUG)
     for name in ("httpx", "httpcore", "opsync", "opsync.connect", "opsync.tooling.connectserver"):
         caplog.set_level(logging.DEBUG, logger=name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,13 +13,6 @@ from opsync.connect.client import ConnectClient
 from opsync.connect.config import ConnectConfig
 from opsync.core.errors import ConnectUnavailable
 from opsync.tooling.controlplane import write_pki
-
-
-@pytest.fixture(autouse=True)
-def _no_connect_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

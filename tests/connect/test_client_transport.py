@@ -7,7 +7,6 @@ import asyncio
 import email.utils
 import json
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,17 +33,11 @@ from opsync.core.errors import (
     ServerError,
     Unauthorized,
 )
+from opsync.run import configure_logging
 
 VAULT = "v" * 26
 ITEM = "i" * 26
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response] | httpx.Response]
-
-
-@pytest.fixture(autouse=True)
-def _no_connect_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_")):
-            monkeypatch.delenv(name)
 
 
 def make_client(handler: Any, **settings: Any) -> ConnectClient:
@@ -410,12 +403,28 @@ def http_loggers() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("http_loggers")
-def test_http_loggers_are_quieted_unless_configured() -> None:
+def test_a_client_leaves_logger_levels_alone() -> None:
+    """Logging is the process's to configure (``opsync run`` quiets the HTTP libraries)."""
     logging.getLogger("httpx").setLevel(logging.NOTSET)
     logging.getLogger("httpcore").setLevel(logging.DEBUG)
     make_client(Recorder(httpx.Response(200)))
-    assert logging.getLogger("httpx").level == logging.WARNING
+    assert logging.getLogger("httpx").level == logging.NOTSET
     assert logging.getLogger("httpcore").level == logging.DEBUG
+
+
+@pytest.mark.usefixtures("http_loggers")
+@pytest.mark.parametrize(("level", "expected"), [("info", logging.WARNING), ("debug", logging.NOTSET)])
+def test_opsync_run_quiets_the_http_loggers_unless_at_debug(level: str, expected: int) -> None:
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
+    logging.getLogger("httpx").setLevel(logging.NOTSET)
+    try:
+        configure_logging(level)
+        assert logging.getLogger("httpx").level == expected
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
 
 
 def test_tls_settings(caplog: pytest.LogCaptureFixture) -> None:

@@ -8,7 +8,6 @@ request; :meth:`opsync.ops.metrics.Metrics.connect_request` fits the hook as it 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -27,13 +26,6 @@ Call = tuple[str, str, str, float]
 
 GET_ITEM = "/v1/vaults/{vault}/items/{item}"
 MISSING = oid("missingitem")
-
-
-@pytest.fixture(autouse=True)
-def _no_connect_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

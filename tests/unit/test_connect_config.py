@@ -17,13 +17,6 @@ from tests.pki import certificate
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.token-canary-91c2.sig"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("OP_CONNECT_", "OPSYNC_CONNECT_")):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def ca_bundle(tmp_path: Path) -> Path:
     """A PEM file with one self-signed CA certificate."""
@@ -42,7 +35,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_reads_official_env_names(env: pytest.MonkeyPatch) -> None:
-    config = ConnectConfig()
+    config = ConnectConfig.from_env()
     assert config.host == "http://onepassword-connect:8080"
     assert config.api_url == "http://onepassword-connect:8080/v1"
     assert config.token.get_secret_value() == TOKEN
@@ -51,7 +44,7 @@ def test_reads_official_env_names(env: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults_are_explicit_and_sane(env: pytest.MonkeyPatch) -> None:
-    config = ConnectConfig()
+    config = ConnectConfig.from_env()
     assert config.timeout > 0 and config.connect_timeout > 0
     assert 1 <= config.max_concurrency <= config.max_connections
     assert config.max_retries >= 1
@@ -98,16 +91,16 @@ def test_invalid_host_is_a_config_error(raw: str) -> None:
 def test_missing_host_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OP_CONNECT_TOKEN", TOKEN)
     with pytest.raises(ConfigError, match="OP_CONNECT_HOST: Field required"):
-        ConnectConfig()
+        ConnectConfig.from_env()
 
 
 def test_missing_token_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OP_CONNECT_HOST", "http://connect:8080")
     with pytest.raises(ConfigError, match="no token: set OP_CONNECT_TOKEN or OP_CONNECT_TOKEN_FILE"):
-        ConnectConfig()
+        ConnectConfig.from_env()
     monkeypatch.setenv("OP_CONNECT_TOKEN", "   ")
     with pytest.raises(ConfigError, match="no token"):
-        ConnectConfig()
+        ConnectConfig.from_env()
 
 
 def test_token_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -115,7 +108,7 @@ def test_token_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path.write_text(TOKEN + "\n")
     monkeypatch.setenv("OP_CONNECT_HOST", "http://connect:8080")
     monkeypatch.setenv("OP_CONNECT_TOKEN_FILE", str(path))
-    config = ConnectConfig()
+    config = ConnectConfig.from_env()
     assert config.token.get_secret_value() == TOKEN
     assert config.token_file == path
 
@@ -125,30 +118,30 @@ def test_token_and_token_file_together_are_refused(env: pytest.MonkeyPatch, tmp_
     path.write_text(TOKEN)
     env.setenv("OP_CONNECT_TOKEN_FILE", str(path))
     with pytest.raises(ConfigError, match="not both"):
-        ConnectConfig()
+        ConnectConfig.from_env()
 
 
 def test_unreadable_or_empty_token_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OP_CONNECT_HOST", "http://connect:8080")
     monkeypatch.setenv("OP_CONNECT_TOKEN_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"cannot read token file .*missing: No such file"):
-        ConnectConfig()
+        ConnectConfig.from_env()
     empty = tmp_path / "empty"
     empty.write_text("\n")
     monkeypatch.setenv("OP_CONNECT_TOKEN_FILE", str(empty))
     with pytest.raises(ConfigError, match="is empty"):
-        ConnectConfig()
+        ConnectConfig.from_env()
     garbage = tmp_path / "garbage"
     garbage.write_text("two words")
     monkeypatch.setenv("OP_CONNECT_TOKEN_FILE", str(garbage))
     with pytest.raises(ConfigError, match="whitespace") as caught:
-        ConnectConfig()
+        ConnectConfig.from_env()
     assert "two words" not in str(caught.value)
     odd = tmp_path / "odd"
     odd.write_text("tökén")
     monkeypatch.setenv("OP_CONNECT_TOKEN_FILE", str(odd))
     with pytest.raises(ConfigError, match="characters a bearer token cannot have") as caught:
-        ConnectConfig()
+        ConnectConfig.from_env()
     assert "tökén" not in str(caught.value)
 
 
@@ -165,7 +158,7 @@ def test_opsync_extras_from_env(env: pytest.MonkeyPatch, ca_bundle: Path) -> Non
     env.setenv("OPSYNC_CONNECT_BACKOFF_MAX", "2")
     env.setenv("OPSYNC_CONNECT_RETRY_AFTER_MAX", "60")
     env.setenv("OPSYNC_CONNECT_TLS_VERIFY", "false")
-    config = ConnectConfig()
+    config = ConnectConfig.from_env()
     assert config.ca_bundle == ca_bundle
     assert (config.timeout, config.connect_timeout) == (12.5, 2.0)
     assert (config.max_connections, config.max_concurrency, config.file_concurrency) == (20, 15, 3)
@@ -176,14 +169,24 @@ def test_opsync_extras_from_env(env: pytest.MonkeyPatch, ca_bundle: Path) -> Non
 
 def test_official_name_wins_over_opsync_spelling(env: pytest.MonkeyPatch) -> None:
     env.setenv("OPSYNC_CONNECT_HOST", "http://other:1")
-    assert ConnectConfig().host == "http://onepassword-connect:8080"
+    assert ConnectConfig.from_env().host == "http://onepassword-connect:8080"
 
 
 def test_keyword_arguments_override_env(env: pytest.MonkeyPatch) -> None:
-    config = ConnectConfig(host="http://127.0.0.1:9/v1", max_retries=0)
+    config = ConnectConfig.from_env(host="http://127.0.0.1:9/v1", max_retries=0, timeout=None)
     assert config.host == "http://127.0.0.1:9"
     assert config.max_retries == 0
+    assert config.timeout == 30.0  # None means "not given": the environment or the default
     assert config.token.get_secret_value() == TOKEN
+
+
+def test_explicit_values_never_read_the_environment(env: pytest.MonkeyPatch) -> None:
+    env.setenv("OPSYNC_CONNECT_MAX_RETRIES", "7")
+    config = ConnectConfig(host="http://127.0.0.1:9", token="explicit")
+    assert config.max_retries == 3
+    assert config.token.get_secret_value() == "explicit"
+    with pytest.raises(ConfigError, match="no token"):
+        ConnectConfig(host="http://127.0.0.1:9")  # OP_CONNECT_TOKEN is set, and not used
 
 
 def test_several_invalid_values_give_one_message_naming_each_variable(env: pytest.MonkeyPatch) -> None:
@@ -191,7 +194,7 @@ def test_several_invalid_values_give_one_message_naming_each_variable(env: pytes
     env.setenv("OPSYNC_CONNECT_MAX_RETRIES", "-1")
     env.setenv("OPSYNC_CONNECT_MAX_CONNECTIONS", "0")
     with pytest.raises(ConfigError) as caught:
-        ConnectConfig()
+        ConnectConfig.from_env()
     message = str(caught.value)
     assert "OPSYNC_CONNECT_TIMEOUT: " in message
     assert "OPSYNC_CONNECT_MAX_RETRIES: " in message
@@ -202,9 +205,9 @@ def test_several_invalid_values_give_one_message_naming_each_variable(env: pytes
 
 def test_cross_field_rules(env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="MAX_CONCURRENCY must not exceed"):
-        ConnectConfig(max_connections=2, max_concurrency=3)
+        ConnectConfig.from_env(max_connections=2, max_concurrency=3)
     with pytest.raises(ConfigError, match="BACKOFF_MAX must not be below"):
-        ConnectConfig(backoff_initial=5, backoff_max=1)
+        ConnectConfig.from_env(backoff_initial=5, backoff_max=1)
 
 
 def test_bad_ca_bundle(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -212,20 +215,20 @@ def test_bad_ca_bundle(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     not_pem.write_text("not a certificate")
     env.setenv("OPSYNC_CONNECT_CA_BUNDLE", str(not_pem))
     with pytest.raises(ConfigError, match="OPSYNC_CONNECT_CA_BUNDLE: cannot load CA bundle"):
-        ConnectConfig()
+        ConnectConfig.from_env()
     env.setenv("OPSYNC_CONNECT_CA_BUNDLE", str(tmp_path / "absent.pem"))
     with pytest.raises(ConfigError, match="OPSYNC_CONNECT_CA_BUNDLE: cannot load CA bundle"):
-        ConnectConfig()
+        ConnectConfig.from_env()
 
 
 def test_token_never_shown(env: pytest.MonkeyPatch) -> None:
-    config = ConnectConfig()
+    config = ConnectConfig.from_env()
     assert TOKEN not in repr(config)
     assert TOKEN not in str(config)
     assert TOKEN not in config.model_dump_json()
     env.setenv("OPSYNC_CONNECT_MAX_RETRIES", "many")
     with pytest.raises(ConfigError) as caught:
-        ConnectConfig()
+        ConnectConfig.from_env()
     assert TOKEN not in str(caught.value)
 
 

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from opsync.core.errors import ConfigError
 from opsync.core.gobool import parse_bool
 from opsync.settings import OperatorSettings
 
-OFFICIAL = ("WATCH_NAMESPACE", "POLLING_INTERVAL", "AUTO_RESTART")
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OPSYNC_") or name in OFFICIAL:
-            monkeypatch.delenv(name)
-
 
 def test_defaults_match_the_official_operator() -> None:
-    settings = OperatorSettings.load()
+    settings = OperatorSettings.from_env()
     assert settings.watch_namespaces == []  # all namespaces
     assert settings.polling_interval == 600
     assert settings.auto_restart is False
@@ -33,7 +22,7 @@ def test_the_official_environment_names_are_read(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("WATCH_NAMESPACE", "default, team-a,,team-*")
     monkeypatch.setenv("POLLING_INTERVAL", "10")
     monkeypatch.setenv("AUTO_RESTART", "True")
-    settings = OperatorSettings.load()
+    settings = OperatorSettings.from_env()
     assert settings.watch_namespaces == ["default", "team-a", "team-*"]
     assert settings.polling_interval == 10
     assert settings.auto_restart is True
@@ -41,13 +30,13 @@ def test_the_official_environment_names_are_read(monkeypatch: pytest.MonkeyPatch
 
 def test_an_empty_watch_namespace_means_all(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCH_NAMESPACE", "")
-    assert OperatorSettings.load().watch_namespaces == []
+    assert OperatorSettings.from_env().watch_namespaces == []
 
 
 def test_flags_override_and_opsync_knobs_use_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSYNC_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("OPSYNC_ENABLE_ANNOTATIONS", "false")
-    settings = OperatorSettings.load(enable_annotations=True, allow_empty_values=None)
+    settings = OperatorSettings.from_env(enable_annotations=True, allow_empty_values=None)
     assert settings.log_level == "debug"
     assert settings.enable_annotations is True
     assert settings.allow_empty_values is False
@@ -88,7 +77,7 @@ def test_an_invalid_value_is_one_config_error_naming_the_variable(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError) as raised:
-        OperatorSettings.load()
+        OperatorSettings.from_env()
     message = str(raised.value)
     assert message.startswith("invalid configuration: ")
     assert f"{name}: " in message
@@ -99,7 +88,7 @@ def test_several_invalid_values_are_named_in_one_error(monkeypatch: pytest.Monke
     monkeypatch.setenv("AUTO_RESTART", "sometimes")
     monkeypatch.setenv("POLLING_INTERVAL", "soon")
     with pytest.raises(ConfigError) as raised:
-        OperatorSettings.load()
+        OperatorSettings.from_env()
     message = str(raised.value)
     assert "AUTO_RESTART: " in message and "POLLING_INTERVAL: " in message
     # The offending values are not echoed (an environment may hold secrets).
@@ -107,6 +96,22 @@ def test_several_invalid_values_are_named_in_one_error(monkeypatch: pytest.Monke
 
 
 def test_settings_are_frozen() -> None:
-    settings = OperatorSettings.load()
+    settings = OperatorSettings.from_env()
     with pytest.raises(Exception, match="frozen"):
         settings.polling_interval = 5  # type: ignore[misc]
+
+
+def test_building_the_model_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLLING_INTERVAL", "10")
+    monkeypatch.setenv("OPSYNC_LOG_LEVEL", "debug")
+    settings = OperatorSettings(auto_restart=True)
+    assert (settings.polling_interval, settings.log_level, settings.auto_restart) == (600, "info", True)
+    assert OperatorSettings.from_env().polling_interval == 10
+
+
+def test_the_pod_comes_from_the_downward_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (OperatorSettings.from_env().pod_name, OperatorSettings.from_env().pod_namespace) == ("", "")
+    monkeypatch.setenv("POD_NAME", "opsync-7d9f-abcde")
+    monkeypatch.setenv("POD_NAMESPACE", "opsync-system")
+    settings = OperatorSettings.from_env()
+    assert (settings.pod_name, settings.pod_namespace) == ("opsync-7d9f-abcde", "opsync-system")

@@ -42,17 +42,18 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from opsync.core.errors import ConfigError
+from opsync.envsettings import ExplicitSettings
 
-__all__ = ["ConnectConfig", "env_values"]
+__all__ = ["ConnectConfig"]
 
 ENV_PREFIX: Final = "OPSYNC_CONNECT_"
 
 
-class ConnectConfig(BaseSettings):
+class ConnectConfig(ExplicitSettings):
     """Settings of the Connect client. Invalid values raise :class:`opsync.core.errors.ConfigError`."""
 
     model_config = SettingsConfigDict(
@@ -97,22 +98,9 @@ class ConnectConfig(BaseSettings):
             raise ConfigError(_describe(exc)) from None
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only the values given: the environment is read by :meth:`from_env`, never implicitly."""
-        return (init_settings,)
-
-    @classmethod
     def from_env(cls, **overrides: Any) -> ConnectConfig:
         """The settings from the environment (names above); ``overrides`` that are not None win."""
-        given = {key: value for key, value in overrides.items() if value is not None}
-        return cls(**{**env_values(cls), **given})
+        return cls(**cls.environment(**overrides))
 
     @field_validator("host")
     @classmethod
@@ -175,18 +163,6 @@ class ConnectConfig(BaseSettings):
     def api_url(self) -> str:
         """Where the ``/v1`` endpoints live."""
         return f"{self.host}/v1"
-
-
-def env_values(settings_cls: type[BaseSettings]) -> dict[str, Any]:
-    """What the environment holds for ``settings_cls``'s fields, keyed by field name (so that
-    keyword arguments given by name override them), read as pydantic-settings reads it."""
-    names: dict[str, str] = {}
-    for name, field in settings_cls.model_fields.items():
-        alias = field.validation_alias
-        for choice in alias.choices if isinstance(alias, AliasChoices) else [alias]:
-            if isinstance(choice, str):
-                names[choice] = name
-    return {names.get(key, key): value for key, value in EnvSettingsSource(settings_cls)().items()}
 
 
 def _env_name(location: str) -> str:
