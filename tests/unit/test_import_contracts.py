@@ -122,3 +122,26 @@ def test_importing_the_core_loads_no_framework() -> None:
 
 def test_importing_the_use_cases_loads_neither_kopf_nor_kubernetes() -> None:
     assert loaded_after([f"opsync.sync.{name}" for name in SYNC], ("kubernetes", "kopf")) == []
+
+
+def test_every_module_imports_first() -> None:
+    """Each module imports in a fresh state of opsync (no import cycle that only a lucky order hides)."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import opsync\n"
+        "names = [m.name for m in pkgutil.walk_packages(opsync.__path__, 'opsync.') if m.name != 'opsync.__main__']\n"
+        "print(len(names))\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m == 'opsync' or m.startswith('opsync.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        print(f'{name}: {exc!r}')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    count, *failed = result.stdout.splitlines()
+    assert int(count) > 50
+    assert failed == []

@@ -7,5 +7,5 @@ one module per concern — :mod:`items`, :mod:`deployments` (annotation mode),
 :mod:`drift` — all ending in one sync path (:mod:`syncing`) that reports through
 :mod:`reporting` (status and Events). :mod:`registry` wires them to kopf in one
 table, :mod:`runtime` is the typed object every handler reads from kopf's memo,
-and :mod:`operator` configures and runs kopf.
+:mod:`lifecycle` configures kopf and :mod:`operator` runs it.
 """

@@ -2,7 +2,7 @@
 
 Why this module exists: the handlers are plain module-level functions
 (:mod:`~opsync.handlers.items`, :mod:`~opsync.handlers.deployments`,
-:mod:`~opsync.handlers.drift`, :mod:`~opsync.handlers.operator`); this table wires
+:mod:`~opsync.handlers.drift`, :mod:`~opsync.handlers.lifecycle`); this table wires
 them to a fresh kopf registry when the operator starts, so nothing is
 registered at import time and the whole map fits on one screen.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import kopf
 
 from opsync.core import crd, desired
-from opsync.handlers import deployments, drift, items, operator
+from opsync.handlers import deployments, drift, items, lifecycle
 
 _ITEMS = (crd.GROUP, crd.VERSION, crd.PLURAL)
 _DEPLOYMENTS = ("apps", "v1", "deployments")
@@ -26,8 +26,8 @@ _DEPLOYMENTS = ("apps", "v1", "deployments")
 def build_registry() -> kopf.OperatorRegistry:
     """A new registry with every opsync handler."""
     registry = kopf.OperatorRegistry()
-    kopf.on.login(registry=registry)(operator.login)
-    kopf.on.startup(registry=registry)(operator.configure)
+    kopf.on.login(registry=registry)(lifecycle.login)
+    kopf.on.startup(registry=registry)(lifecycle.configure)
 
     kopf.on.event(*_ITEMS, registry=registry)(items.track_item)
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
