@@ -186,6 +186,7 @@ class Poller:
 
     async def _poll(self, report: PollReport) -> None:
         vaults = await self.connect.list_vaults()
+        self.reconciler.listings.offer_vaults(vaults)
         by_id = {vault.id: vault for vault in vaults if vault.id}
         moved = {
             vault_id
@@ -216,6 +217,7 @@ class Poller:
         changes = Changes()
         for vault_id, users in to_list.items():
             items = await self.connect.list_items(vault_id)
+            self.reconciler.listings.offer_items(vault_id, items)
             report.vaults_listed += 1
             changes.check(vault_id, users, vaults, items, report)
             self._vault_versions[vault_id] = by_id[vault_id].content_version
