@@ -53,7 +53,10 @@ def deployment_target(body: Mapping[str, Any]) -> Target | None:
 
 async def track_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Every watch event: keep the poller's list of annotated Deployments current."""
-    poller = runtime_of(memo).poller
+    runtime = runtime_of(memo)
+    poller = runtime.poller
+    if type == "DELETED":
+        runtime.diffbase.forget(body["metadata"]["uid"])
     target = deployment_target(body) if is_annotated_deployment(body) else None
     if type == "DELETED" or target is None or body.get("metadata", {}).get("deletionTimestamp"):
         poller.forget(body["metadata"]["uid"])

@@ -33,6 +33,8 @@ async def track_item(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
     runtime = runtime_of(memo)
     poller = runtime.poller
     uid = body["metadata"]["uid"]
+    if type == "DELETED":
+        runtime.diffbase.forget(uid)
     if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
         poller.forget(uid)
         return

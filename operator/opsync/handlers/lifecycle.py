@@ -12,9 +12,9 @@ from typing import Any
 import kopf
 
 from opsync.core import desired
+from opsync.handlers.diffbase import ProgressStorage
 from opsync.handlers.runtime import runtime_of
 
-PROGRESS_PREFIX = "opsync.io"
 WORKER_LIMIT = 50
 """kopf workers per resource at most; see :func:`configure`."""
 
@@ -26,12 +26,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's settings for opsync (a startup handler: kopf reads them before it watches)."""
-    config = runtime_of(memo).settings
+    runtime = runtime_of(memo)
+    config = runtime.settings
     settings.persistence.finalizer = desired.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PROGRESS_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = ProgressStorage()
+    settings.persistence.diffbase_storage = runtime.diffbase
     # opsync posts its own Events with vetted text; kopf's log-to-Event posting stays off.
     settings.posting.enabled = False
     # Exact namespace names (no globs): kopf need not list Namespaces nor watch CRDs, so

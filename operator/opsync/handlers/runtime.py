@@ -17,6 +17,7 @@ import kopf
 from opsync.connect.client import ConnectClient
 from opsync.connect.config import ConnectConfig
 from opsync.core.itempath import Fetched
+from opsync.handlers.diffbase import MemoryDiffBaseStorage
 from opsync.kube import KubeApi
 from opsync.ops.metrics import Metrics
 from opsync.settings import OperatorSettings
@@ -39,6 +40,8 @@ class Runtime:
     restarter: Restarter
     drift: Debouncer
     """Pending drift repairs, one per Secret, so that a handler never sleeps."""
+    diffbase: MemoryDiffBaseStorage
+    """What kopf last handled of each object (kept here, not written onto the object)."""
 
     async def aclose(self) -> None:
         """Cancel pending drift repairs and close the Connect client."""
@@ -104,6 +107,7 @@ def build_runtime(
             kube, default=settings.auto_restart, on_restart=lambda done: metrics.restart(done.kind)
         ),
         drift=Debouncer(settings.drift_resync_seconds),
+        diffbase=MemoryDiffBaseStorage(),
     )
     built.append(runtime)
     return runtime
