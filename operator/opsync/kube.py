@@ -2,21 +2,29 @@
 
 kopf watches and dispatches; every read and write opsync makes itself
 (Secrets, CR status, Events, workloads) goes through :class:`KubeApi`. The
-client is synchronous, so each call runs in a worker thread. API errors become
-:class:`~opsync.core.errors.KubeError` with only the status and the server's reason,
-never a request body (which may hold Secret data).
+client is synchronous, so each call runs in a worker thread of its own pool.
+API errors become :class:`~opsync.core.errors.KubeError` with only the status and
+the server's reason, never a request body (which may hold Secret data).
+
+Requests go through the client's :class:`~kubernetes.client.ApiClient` (its
+configuration, credentials, TLS and connection pool) with JSON bodies in and
+out, not through its generated API classes and models: in the pinned client
+those validate every call and every answer with pydantic, and importing
+``CoreV1Api`` alone takes half a second and 20 MB. opsync needs a dozen
+endpoints, named here by path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import datetime as dt
 import json
 import os
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -35,16 +43,27 @@ from opsync.core.errors import KubeError, shorten
 from opsync.core.mapping import SecretData
 from opsync.core.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET, WorkloadKind
 
-_T = TypeVar("_T")
+JSON = "application/json"
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
-def load_api_client() -> client.ApiClient:
+CONCURRENCY = 16
+"""API requests in flight at once: worker threads of the blocking client, and its connection
+pool (a pool smaller than the threads would discard a connection, and its TLS session, after
+nearly every request at a cold start)."""
+
+
+def load_api_client(*, connections: int = CONCURRENCY) -> client.ApiClient:
     """In-cluster credentials inside a pod, else ``$KUBECONFIG`` / ``~/.kube/config``."""
+    configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    api_client: client.ApiClient = config.new_client_from_config()  # type: ignore[no-untyped-call]
-    return api_client
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def _error(exc: ApiException, action: str) -> KubeError:
@@ -64,22 +83,24 @@ def _error(exc: ApiException, action: str) -> KubeError:
     )
 
 
-def _state(secret: client.V1Secret) -> SecretState:
-    meta = secret.metadata
-    assert meta is not None
-    data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+def _state(secret: Mapping[str, Any]) -> SecretState:
+    """A Secret as the API server sent it (JSON), without the client's models: parsing the JSON
+    costs a fraction of building and validating them, and a sync reads a Secret every time."""
+    meta = secret.get("metadata") or {}
+    references = meta.get("ownerReferences") or []
+    data = {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
     return SecretState(
-        namespace=meta.namespace or "",
-        name=meta.name or "",
-        type=secret.type or "Opaque",
+        namespace=meta.get("namespace") or "",
+        name=meta.get("name") or "",
+        type=secret.get("type") or "Opaque",
         data=SecretData(data),
-        labels=dict(meta.labels or {}),
-        annotations=dict(meta.annotations or {}),
-        owner_uids=frozenset(ref.uid for ref in meta.owner_references or []),
-        resource_version=meta.resource_version,
-        uid=meta.uid,
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        owner_uids=frozenset(ref["uid"] for ref in references),
+        resource_version=meta.get("resourceVersion"),
+        uid=meta.get("uid"),
         owner_references=tuple(
-            Owner(ref.api_version, ref.kind, ref.name, ref.uid) for ref in meta.owner_references or []
+            Owner(ref["apiVersion"], ref["kind"], ref["name"], ref["uid"]) for ref in references
         ),
     )
 
@@ -109,54 +130,86 @@ def _body(desired: DesiredSecret, existing: SecretState | None) -> dict[str, Any
 class KubeApi:
     """Async facade over the kubernetes client for what opsync reads and writes."""
 
-    def __init__(self, api_client: client.ApiClient, *, instance: str = "opsync") -> None:
+    def __init__(
+        self, api_client: client.ApiClient, *, instance: str = "opsync", concurrency: int = CONCURRENCY
+    ) -> None:
         self._api = api_client
         self._instance = instance  # Events' reportingInstance: the pod's name in a cluster
-        self._core = client.CoreV1Api(api_client)
-        self._custom = client.CustomObjectsApi(api_client)
-        self._apps = client.AppsV1Api(api_client)
-        self._coordination = client.CoordinationV1Api(api_client)
+        # The client blocks: each request runs in a thread of this pool (not the event loop's
+        # default one, which has only cores + 4 threads and is shared with everything else).
+        self._threads = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="opsync-kube")
 
     def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._api.close()  # type: ignore[no-untyped-call]
 
-    async def _call(self, action: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    async def _request(
+        self,
+        action: str,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = JSON,
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One API request (in a worker thread) and its JSON answer; a KubeError when it fails."""
+
+        def send() -> dict[str, Any]:
+            headers = {"Accept": JSON} | ({"Content-Type": content_type} if body is not None else {})
+            request = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self._api.call_api(*request)
+            data = response.read()  # type: ignore[no-untyped-call]
+            if not 200 <= response.status <= 299:
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            answer: dict[str, Any] = json.loads(data or b"{}")
+            return answer
+
         try:
-            return await asyncio.to_thread(function, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, send)
         except ApiException as exc:
             raise _error(exc, action) from None
 
-    # -- Secrets ---------------------------------------------------------------------------------
-
-    async def read_secret(self, namespace: str, name: str) -> SecretState | None:
+    async def _read(self, action: str, path: str) -> dict[str, Any] | None:
+        """GET ``path``; None when it does not exist."""
         try:
-            secret = await self._call(
-                f"reading Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
-            )
+            return await self._request(action, "GET", path)
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
-        return _state(secret)
+
+    # -- Secrets ---------------------------------------------------------------------------------
+
+    async def read_secret(self, namespace: str, name: str) -> SecretState | None:
+        secret = await self._read(f"reading Secret {namespace}/{name}", _secret(namespace, name))
+        return _state(secret) if secret is not None else None
 
     async def create_secret(self, desired: DesiredSecret) -> str | None:
         """Create the Secret; its uid."""
-        created = await self._call(
+        created = await self._request(
             f"creating Secret {desired.namespace}/{desired.name}",
-            self._core.create_namespaced_secret,
-            desired.namespace,
-            _body(desired, None),
+            "POST",
+            _secret(desired.namespace),
+            body=_body(desired, None),
         )
-        return created.metadata.uid if created.metadata else None
+        uid = (created.get("metadata") or {}).get("uid")
+        return uid if isinstance(uid, str) else None
 
     async def replace_secret(self, desired: DesiredSecret, existing: SecretState) -> None:
         """Replace, guarded by the resourceVersion read: a concurrent change gives a retryable 409."""
-        await self._call(
+        await self._request(
             f"updating Secret {desired.namespace}/{desired.name}",
-            self._core.replace_namespaced_secret,
-            desired.name,
-            desired.namespace,
-            _body(desired, existing),
+            "PUT",
+            _secret(desired.namespace, desired.name),
+            body=_body(desired, existing),
         )
 
     async def set_owner_references(self, existing: SecretState, references: list[Owner]) -> None:
@@ -172,12 +225,12 @@ class KubeApi:
                 "value": [r.reference() for r in references],
             },
         ]
-        await self._call(
+        await self._request(
             f"updating the owners of Secret {existing.namespace}/{existing.name}",
-            self._core.patch_namespaced_secret,
-            existing.name,
-            existing.namespace,
-            patch,
+            "PATCH",
+            _secret(existing.namespace, existing.name),
+            body=patch,
+            content_type=JSON_PATCH,
         )
 
     async def retain_secret(self, existing: SecretState, references: list[Owner], retained_from: str) -> None:
@@ -198,23 +251,21 @@ class KubeApi:
         ]
         if MANAGED_LABEL in existing.labels:
             patch.append({"op": "remove", "path": "/metadata/labels/" + MANAGED_LABEL.replace("/", "~1")})
-        await self._call(
+        await self._request(
             f"retaining Secret {existing.namespace}/{existing.name}",
-            self._core.patch_namespaced_secret,
-            existing.name,
-            existing.namespace,
-            patch,
+            "PATCH",
+            _secret(existing.namespace, existing.name),
+            body=patch,
+            content_type=JSON_PATCH,
         )
 
     async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None)
+        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            await self._call(
-                f"deleting Secret {namespace}/{name}",
-                self._core.delete_namespaced_secret,
-                name,
-                namespace,
-                body=options,
+            await self._request(
+                f"deleting Secret {namespace}/{name}", "DELETE", _secret(namespace, name), body=options
             )
         except KubeError as exc:
             if exc.status not in (404, 409):
@@ -224,71 +275,36 @@ class KubeApi:
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease as a plain dict (its MicroTime fields as the server wrote them), or None."""
-        try:
-            response: Any = await self._call(
-                f"reading Lease {namespace}/{name}",
-                self._coordination.read_namespaced_lease,
-                name,
-                namespace,
-                _preload_content=False,
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        body: dict[str, Any] = json.loads(response.data)
-        return body
+        return await self._read(f"reading Lease {namespace}/{name}", _lease(namespace, name))
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> None:
-        await self._call(
+        await self._request(
             f"creating Lease {namespace}/{body['metadata']['name']}",
-            self._coordination.create_namespaced_lease,
-            namespace,
-            dict(body),
-            _preload_content=False,
+            "POST",
+            _lease(namespace),
+            body=dict(body),
         )
 
     async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> None:
         """Replace, guarded by the body's resourceVersion: a lost race is a 409 KubeError."""
-        await self._call(
-            f"updating Lease {namespace}/{body['metadata']['name']}",
-            self._coordination.replace_namespaced_lease,
-            body["metadata"]["name"],
-            namespace,
-            dict(body),
-            _preload_content=False,
+        name = body["metadata"]["name"]
+        await self._request(
+            f"updating Lease {namespace}/{name}", "PUT", _lease(namespace, name), body=dict(body)
         )
 
     # -- OnePasswordItems ------------------------------------------------------------------------
 
     async def read_item(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            body: Any = await self._call(
-                f"reading OnePasswordItem {namespace}/{name}",
-                self._custom.get_namespaced_custom_object,
-                crd.GROUP,
-                crd.VERSION,
-                namespace,
-                crd.PLURAL,
-                name,
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return dict(body)
+        return await self._read(f"reading OnePasswordItem {namespace}/{name}", _item(namespace, name))
 
     async def patch_item_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         try:
-            await self._call(
+            await self._request(
                 f"updating the status of OnePasswordItem {namespace}/{name}",
-                self._custom.patch_namespaced_custom_object_status,
-                crd.GROUP,
-                crd.VERSION,
-                namespace,
-                crd.PLURAL,
-                name,
-                {"status": dict(status)},
+                "PATCH",
+                _item(namespace, name) + "/status",
+                body={"status": dict(status)},
+                content_type=MERGE_PATCH,
             )
         except KubeError as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
@@ -297,7 +313,7 @@ class KubeApi:
     # -- Deployments -----------------------------------------------------------------------------
 
     async def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
-        return await self._list_apps(DEPLOYMENT, namespace, self._apps.list_namespaced_deployment)
+        return await self._list(DEPLOYMENT, namespace)
 
     # -- Workloads (rollout restarts) ------------------------------------------------------------
 
@@ -308,21 +324,19 @@ class KubeApi:
 
     async def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
         """Every Deployment, StatefulSet, DaemonSet and Argo Rollout in ``namespace``, as dicts
-        that carry ``kind`` and ``apiVersion`` (items of a typed list come without them)."""
+        that carry ``kind`` and ``apiVersion`` (items of a list come without them)."""
         listings = await asyncio.gather(
-            self._list_apps(DEPLOYMENT, namespace, self._apps.list_namespaced_deployment),
-            self._list_apps(STATEFUL_SET, namespace, self._apps.list_namespaced_stateful_set),
-            self._list_apps(DAEMON_SET, namespace, self._apps.list_namespaced_daemon_set),
+            self._list(DEPLOYMENT, namespace),
+            self._list(STATEFUL_SET, namespace),
+            self._list(DAEMON_SET, namespace),
             self._list_rollouts(namespace),
         )
         return [item for listing in listings for item in listing]
 
-    async def _list_apps(
-        self, kind: WorkloadKind, namespace: str, function: Callable[..., Any]
-    ) -> list[dict[str, Any]]:
-        result = await self._call(f"listing {kind.plural} in {namespace}", function, namespace)
-        serialised = self._api.sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
-        items: list[dict[str, Any]] = serialised.get("items") or []
+    async def _list(self, kind: WorkloadKind, namespace: str) -> list[dict[str, Any]]:
+        action = f"listing {kind.plural}.{kind.group} in {namespace}"
+        result = await self._request(action, "GET", _workloads(kind, namespace))
+        items: list[dict[str, Any]] = result.get("items") or []
         for item in items:
             item["apiVersion"] = kind.api_version
             item["kind"] = kind.kind
@@ -332,93 +346,86 @@ class KubeApi:
         """Argo Rollouts, when the API serves them. 404 (no ``rollouts.argoproj.io`` CRD) and
         403 (opsync's RBAC leaves Rollouts out) both mean "none"; that answer is kept for
         ROLLOUTS_RECHECK_SECONDS, so installing Argo later is noticed without a list per call."""
-        kind = ROLLOUT
         clock = asyncio.get_running_loop().time
         if clock() < self._rollouts_absent_until:
             return []
         try:
-            result: Any = await self._call(
-                f"listing {kind.plural}.{kind.group} in {namespace}",
-                self._custom.list_namespaced_custom_object,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-            )
+            return await self._list(ROLLOUT, namespace)
         except KubeError as exc:
             if exc.status not in (403, 404):
                 raise
             self._rollouts_absent_until = clock() + self.ROLLOUTS_RECHECK_SECONDS
             return []
-        items: list[dict[str, Any]] = [dict(item) for item in result.get("items") or []]
-        for item in items:
-            item["apiVersion"] = kind.api_version
-            item["kind"] = kind.kind
-        return items
 
     async def patch_workload(
         self, kind: WorkloadKind, namespace: str, name: str, patch: dict[str, Any]
     ) -> None:
         """Patch a workload with an object body: a strategic merge patch for the apps kinds (the
-        client's choice for a dict; the same as a merge patch for annotations), a JSON merge
-        patch for Argo Rollouts. A 404 comes back as a KubeError with status 404."""
-        action = f"restarting {kind.kind} {namespace}/{name}"
-        apps: dict[str, Callable[..., Any]] = {
-            DEPLOYMENT.kind: self._apps.patch_namespaced_deployment,
-            STATEFUL_SET.kind: self._apps.patch_namespaced_stateful_set,
-            DAEMON_SET.kind: self._apps.patch_namespaced_daemon_set,
-        }
-        if kind.group == DEPLOYMENT.group and kind.kind in apps:
-            await self._call(action, apps[kind.kind], name, namespace, patch)
-            return
-        await self._call(
-            action,
-            self._custom.patch_namespaced_custom_object,
-            kind.group,
-            kind.version,
-            namespace,
-            kind.plural,
-            name,
-            patch,
+        same as a merge patch for annotations), a JSON merge patch for Argo Rollouts (a custom
+        resource has no strategic merge). A 404 comes back as a KubeError with status 404."""
+        await self._request(
+            f"restarting {kind.kind} {namespace}/{name}",
+            "PATCH",
+            f"{_workloads(kind, namespace)}/{name}",
+            body=patch,
+            content_type=STRATEGIC_MERGE_PATCH if kind.group == DEPLOYMENT.group else MERGE_PATCH,
         )
 
     async def namespace_annotations(self, name: str) -> dict[str, str]:
         """A Namespace's annotations; ``{}`` when it is gone or opsync may not read it (the
         official operator also goes on without the Namespace's opinion)."""
         try:
-            found = await self._call(f"reading Namespace {name}", self._core.read_namespace, name)
+            found = await self._read(f"reading Namespace {name}", f"/api/v1/namespaces/{name}")
         except KubeError as exc:
-            if exc.status in (403, 404):
+            if exc.status == 403:
                 return {}
             raise
-        return dict((found.metadata.annotations if found.metadata else None) or {})
+        return dict(((found or {}).get("metadata") or {}).get("annotations") or {})
 
     # -- Events ----------------------------------------------------------------------------------
 
     async def post_event(self, ref: ObjectRef, *, type_: str, reason: str, message: str) -> None:
-        now = dt.datetime.now(dt.UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{ref.name}.{uuid.uuid4().hex[:16]}", namespace=ref.namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=ref.api_version,
-                kind=ref.kind,
-                name=ref.name,
-                namespace=ref.namespace,
-                uid=ref.uid,
-            ),
-            reason=reason,
-            message=message[:1024],
-            type=type_,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            source=client.V1EventSource(component="opsync"),
-            reporting_component="opsync",
-            reporting_instance=self._instance,
-        )
-        await self._call(
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:16]}", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": ref.api_version,
+                "kind": ref.kind,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "reason": str(reason),
+            "message": message[:1024],
+            "type": type_,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": "opsync"},
+            "reportingComponent": "opsync",
+            "reportingInstance": self._instance,
+        }
+        await self._request(
             f"posting an Event on {ref.kind} {ref.namespace}/{ref.name}",
-            self._core.create_namespaced_event,
-            ref.namespace,
-            event,
+            "POST",
+            f"/api/v1/namespaces/{ref.namespace}/events",
+            body=event,
         )
+
+
+def _secret(namespace: str, name: str = "") -> str:
+    return f"/api/v1/namespaces/{namespace}/secrets" + (f"/{name}" if name else "")
+
+
+def _lease(namespace: str, name: str = "") -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
+
+
+def _item(namespace: str, name: str) -> str:
+    return f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}/{name}"
+
+
+def _workloads(kind: WorkloadKind, namespace: str) -> str:
+    return f"/apis/{kind.group}/{kind.version}/namespaces/{namespace}/{kind.plural}"

@@ -1,52 +1,59 @@
 """The Helm chart, rendered: `helm lint`, then `helm template` with default and other values,
 checked rule by rule. No cluster needed (tests/integration/test_helm.py installs it).
 
-The RBAC is pinned to a table of what opsync does (KUBE_CALLS, the client methods kube.py calls,
-plus what kopf does on its behalf): a new API call without its rule, or a rule nothing uses,
+The RBAC is pinned to a table of what opsync does (KUBE_CALLS, the requests of each KubeApi
+method, recorded, plus what kopf does on its behalf): a new API call without its rule, or a rule nothing uses,
 fails here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
-import re
+import inspect
 import subprocess
+import types
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
+from opsync.core.desired import MANAGED_LABEL, DesiredSecret, ObjectRef, Owner, SecretState
+from opsync.core.mapping import SecretData
+from opsync.core.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET
+from opsync.kube import KubeApi
 from opsync.tooling import binaries
 
+OWNER = Owner("onepassword.com/v1", "OnePasswordItem", "i", "uid-i")
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "opsync"
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.not-a-real-token.c2lnbmF0dXJl"
 
-# Every client method kube.py calls, and the request it makes: (API group, resource, verb).
-# The custom-object methods serve two resources each.
+# Every request KubeApi makes, by method: (API group, resource, verb). Recorded, not read from the
+# source: test_kube_calls_table_matches_kube_py runs each method against a recording client.
 ITEMS = ("onepassword.com", "onepassworditems")
+_APPS = [("apps", plural) for plural in ("deployments", "statefulsets", "daemonsets")] + [
+    ("argoproj.io", "rollouts")
+]
 KUBE_CALLS: dict[str, set[tuple[str, str, str]]] = {
-    "read_namespaced_secret": {("", "secrets", "get")},
-    "create_namespaced_secret": {("", "secrets", "create")},
-    "replace_namespaced_secret": {("", "secrets", "update")},
-    "patch_namespaced_secret": {("", "secrets", "patch")},
-    "delete_namespaced_secret": {("", "secrets", "delete")},
-    "create_namespaced_event": {("", "events", "create")},
-    "read_namespace": {("", "namespaces", "get")},
-    "read_namespaced_lease": {("coordination.k8s.io", "leases", "get")},
-    "create_namespaced_lease": {("coordination.k8s.io", "leases", "create")},
-    "replace_namespaced_lease": {("coordination.k8s.io", "leases", "update")},
-    "get_namespaced_custom_object": {(*ITEMS, "get")},
-    "patch_namespaced_custom_object_status": {("onepassword.com", "onepassworditems/status", "patch")},
-    "list_namespaced_custom_object": {("argoproj.io", "rollouts", "list")},
-    "patch_namespaced_custom_object": {("argoproj.io", "rollouts", "patch")},
-    "list_namespaced_deployment": {("apps", "deployments", "list")},
-    "list_namespaced_stateful_set": {("apps", "statefulsets", "list")},
-    "list_namespaced_daemon_set": {("apps", "daemonsets", "list")},
-    "patch_namespaced_deployment": {("apps", "deployments", "patch")},
-    "patch_namespaced_stateful_set": {("apps", "statefulsets", "patch")},
-    "patch_namespaced_daemon_set": {("apps", "daemonsets", "patch")},
+    "read_secret": {("", "secrets", "get")},
+    "create_secret": {("", "secrets", "create")},
+    "replace_secret": {("", "secrets", "update")},
+    "set_owner_references": {("", "secrets", "patch")},
+    "retain_secret": {("", "secrets", "patch")},
+    "delete_secret": {("", "secrets", "delete")},
+    "post_event": {("", "events", "create")},
+    "namespace_annotations": {("", "namespaces", "get")},
+    "read_lease": {("coordination.k8s.io", "leases", "get")},
+    "create_lease": {("coordination.k8s.io", "leases", "create")},
+    "replace_lease": {("coordination.k8s.io", "leases", "update")},
+    "read_item": {(*ITEMS, "get")},
+    "patch_item_status": {("onepassword.com", "onepassworditems/status", "patch")},
+    "list_deployments": {("apps", "deployments", "list")},
+    "list_workloads": {(group, plural, "list") for group, plural in _APPS},
+    "patch_workload": {(group, plural, "patch") for group, plural in _APPS},
 }
 # What kopf does for opsync: watch (list + watch) what the handlers are registered on, and patch
 # its finalizer and progress annotations onto the objects it handles.
@@ -154,9 +161,98 @@ def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     }
 
 
-def kube_py_methods() -> set[str]:
-    source = (REPO / "operator" / "opsync" / "kube.py").read_text()
-    return set(re.findall(r"self\._(?:core|apps|coordination|custom)\.(\w+)", source))
+class _Recorder:
+    """Stands in for the kubernetes client's ApiClient: records (HTTP method, path), answers {}."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    def param_serialize(self, *, method: str, resource_path: str, **_: Any) -> tuple[str, str]:
+        return (method, resource_path)
+
+    def close(self) -> None:
+        pass
+
+    def call_api(self, method: str, path: str) -> Any:
+        self.requests.append((method, path))
+        return types.SimpleNamespace(status=200, read=lambda: b"{}")
+
+
+def _rule(method: str, path: str) -> tuple[str, str, str]:
+    """The RBAC rule a request needs: (API group, resource[/subresource], verb)."""
+    parts = path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]  # namespaced: drop namespaces/<ns>
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+    verb = verbs.get(method) or ("get" if len(rest) > 1 else "list")
+    return (group, resource, verb)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def kube_requests() -> dict[str, set[tuple[str, str, str]]]:
+    """What each public method of KubeApi asks of the API server, recorded."""
+    desired_secret = DesiredSecret(
+        owner=OWNER, namespace="ns", name="s", type="Opaque", data=SecretData({}), labels={}, annotations={}
+    )
+    state = SecretState(
+        namespace="ns",
+        name="s",
+        type="Opaque",
+        data=SecretData({}),
+        labels={MANAGED_LABEL: "true"},
+        annotations={},
+        owner_uids=frozenset(),
+        resource_version="1",
+        uid="u",
+        owner_references=(),
+    )
+    lease = {"metadata": {"name": "l"}}
+
+    async def patch_every_kind(api: KubeApi) -> None:
+        for kind in (DEPLOYMENT, STATEFUL_SET, DAEMON_SET, ROLLOUT):
+            await api.patch_workload(kind, "ns", "w", {})
+
+    calls: dict[str, Callable[[KubeApi], Awaitable[Any]]] = {
+        "read_secret": lambda k: k.read_secret("ns", "s"),
+        "create_secret": lambda k: k.create_secret(desired_secret),
+        "replace_secret": lambda k: k.replace_secret(desired_secret, state),
+        "set_owner_references": lambda k: k.set_owner_references(state, [OWNER]),
+        "retain_secret": lambda k: k.retain_secret(state, [], "OnePasswordItem/x"),
+        "delete_secret": lambda k: k.delete_secret("ns", "s", uid="u"),
+        "post_event": lambda k: k.post_event(
+            ObjectRef("v1", "Secret", "ns", "s", "u"), type_="Normal", reason="R", message="m"
+        ),
+        "namespace_annotations": lambda k: k.namespace_annotations("ns"),
+        "read_lease": lambda k: k.read_lease("ns", "l"),
+        "create_lease": lambda k: k.create_lease("ns", lease),
+        "replace_lease": lambda k: k.replace_lease("ns", lease),
+        "read_item": lambda k: k.read_item("ns", "i"),
+        "patch_item_status": lambda k: k.patch_item_status("ns", "i", {}),
+        "list_deployments": lambda k: k.list_deployments("ns"),
+        "list_workloads": lambda k: k.list_workloads("ns"),
+        "patch_workload": patch_every_kind,
+    }
+    public = {
+        name
+        for name, _ in inspect.getmembers(KubeApi, inspect.iscoroutinefunction)
+        if not name.startswith("_")
+    }
+    assert public == set(calls), "a KubeApi method without its entry here (and in KUBE_CALLS and the chart)"
+    found: dict[str, set[tuple[str, str, str]]] = {}
+    for name, call in calls.items():
+        recorder = _Recorder()
+        api = KubeApi(cast(Any, recorder))
+        try:
+            asyncio.run(_awaited(call(api)))
+        finally:
+            api.close()
+        found[name] = {_rule(method, path) for method, path in recorder.requests}
+    return found
 
 
 # -- the chart as a whole -------------------------------------------------------------------------
@@ -184,9 +280,7 @@ def test_helm_lint_passes_with_default_and_other_values(tmp_path: Path) -> None:
 
 
 def test_kube_calls_table_matches_kube_py() -> None:
-    assert kube_py_methods() == set(KUBE_CALLS), (
-        "kube.py calls the API differently: update KUBE_CALLS and the chart"
-    )
+    assert kube_requests() == KUBE_CALLS, "kube.py calls the API differently: update KUBE_CALLS and the chart"
 
 
 # -- RBAC ------------------------------------------------------------------------------------------

@@ -164,7 +164,11 @@ async def test_a_secret_the_target_does_not_own_is_never_touched(
         assert raised.value.reason == "SecretConflict"
         assert describe_failure(raised.value, target).retryable is False
 
-    assert kube.writes == []
+    # Never seen by the watch, so a create was tried first; it was refused, and nothing else sent.
+    assert [(w.verb, w.name, w.status) for w in kube.writes] == [
+        ("create", "db", 409),
+        ("create", "other", 409),
+    ]
     assert (kube.secret(NS, "db"), kube.secret(NS, "other")) == (foreign, other)
     assert await reconciler.restore(NS, "db") is None  # nothing cached for drift repair either
 
@@ -299,12 +303,44 @@ async def test_a_concurrent_change_fails_the_replace_and_is_not_overwritten(
 async def test_a_secret_created_meanwhile_is_not_overwritten(reconciler: Reconciler, kube: FakeKube) -> None:
     kube.before_write = lambda *_: kube.put_secret(NS, "db", {"password": b"theirs"})
 
-    with pytest.raises(KubeError) as raised:
+    with pytest.raises(SpecError) as raised:
         await reconciler.sync(item())
 
-    assert (raised.value.status, raised.value.retryable) == (409, True)
+    # The create met the other Secret (409); read, it is not the target's: a conflict, untouched.
+    assert raised.value.reason == "SecretConflict"
+    assert [(w.verb, w.status) for w in kube.writes] == [("create", 409)]
     secret = kube.secret(NS, "db")
     assert secret is not None and secret["data"] == {"password": b"theirs"}
+
+
+async def test_a_secret_read_before_a_write_unless_believed_absent(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    """A Secret neither written by this process nor shown by the watch is most likely absent:
+    created without a read first (one request less per Secret at a cold start)."""
+    await reconciler.sync(item())
+    assert (kube.reads, writes(kube)) == (0, [("create", "db")])
+
+    await reconciler.sync(item())  # written by this process: read, compared, nothing written
+    assert (kube.reads, writes(kube)) == (1, [("create", "db")])
+
+    kube.put_secret(NS, "seen", {"password": b"old"}, owners=[item(secretName="seen").owner])
+    reconciler.note_present(NS, "seen")  # the watch of managed Secrets showed it
+    outcome = await reconciler.sync(item(secretName="seen"))
+    assert outcome.action == "updated"
+    assert (kube.reads, writes(kube, 1)) == (2, [("replace", "seen")])
+
+
+async def test_a_secret_that_exists_after_all_is_adopted_after_one_refused_create(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    target = item()
+    kube.put_secret(NS, "db", {"password": b"old"}, owners=[target.owner])  # e.g. before a restart
+
+    outcome = await reconciler.sync(target)
+
+    assert outcome.action == "updated" and outcome.data_changed
+    assert [(w.verb, w.status) for w in kube.writes] == [("create", 409), ("replace", 200)]
 
 
 async def test_an_update_keeps_what_others_added_and_drops_what_the_owner_dropped(

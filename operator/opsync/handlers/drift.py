@@ -26,10 +26,14 @@ logger = logging.getLogger(__name__)
 
 
 async def secret_changed(type: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """A managed Secret was modified or deleted: restore it after the debounce delay."""
-    if type not in ("MODIFIED", "DELETED") or namespace is None:
+    """A managed Secret was modified or deleted: restore it after the debounce delay. Every
+    event also tells the Reconciler which managed Secrets exist (see ``note_present``)."""
+    if namespace is None:
         return
     runtime = runtime_of(memo)
+    runtime.reconciler.note_present(namespace, name, present=type != "DELETED")
+    if type not in ("MODIFIED", "DELETED"):
+        return
     how = type.lower()
 
     async def repair() -> None:

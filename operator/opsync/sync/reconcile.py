@@ -46,7 +46,7 @@ from opsync.core.gobool import parse_bool
 from opsync.core.itempath import Fetched, ItemPath
 from opsync.core.mapping import SecretData, Skipped
 from opsync.sync.ports import ItemSource, SecretStore
-from opsync.sync.resolve import fetch
+from opsync.sync.resolve import Listings, fetch
 
 logger = logging.getLogger(__name__)
 
@@ -281,11 +281,28 @@ class Reconciler:
         copy_annotations: bool = False,
     ) -> None:
         self.connect = connect
+        self.listings = Listings(connect)
+        """Listings shared by the syncs that run together (title look-ups)."""
         self.kube = kube
         self.allow_empty_values = allow_empty_values
         self.copy_annotations = copy_annotations
         self._desired: dict[tuple[str, str], DesiredSecret] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._present: set[tuple[str, str]] = set()
+        """Managed Secrets the watch has shown: known to exist, so read before writing."""
+
+    def note_present(self, namespace: str, secret_name: str, present: bool = True) -> None:
+        """The watch of managed Secrets saw this one (or saw it deleted)."""
+        if present:
+            self._present.add((namespace, secret_name))
+        else:
+            self._present.discard((namespace, secret_name))
+
+    def _believed_absent(self, key: tuple[str, str]) -> bool:
+        """Neither written by this process nor seen by the watch: most likely absent, so a
+        create is tried without a read first (an "already exists" answer falls back to the read).
+        At a cold start this saves one request per Secret."""
+        return key not in self._desired and key not in self._present
 
     def lock(self, key: tuple[str, str]) -> asyncio.Lock:
         """One sync at a time per Secret (a handler, the poller and drift repair may race)."""
@@ -299,25 +316,35 @@ class Reconciler:
         sources = target.sources
         async with self.lock(target.key):
             if fetched is None:
-                fetched = [await fetch(self.connect, path) for path in paths]
-            existing = await self.kube.read_secret(target.namespace, target.secret_name)
-            self._check_ownership(target, existing)
+                fetched = [await fetch(self.connect, path, self.listings) for path in paths]
             items = tuple((str(got.resolved), got.item.version or 0) for got in fetched)
             resolved, version = items[0]
-            if existing is not None and any(
-                desired_mod.IGNORE_SECRET_TAG in (got.item.tags or []) for got in fetched
-            ):
-                return Outcome("frozen", resolved, version, secret_uid=existing.uid, items=items)
-            composed = compose(
-                target.spec,
-                sources,
-                fetched,
-                type_=target.secret_type,
-                allow_empty_values=self.allow_empty_values,
-            )
-            wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
-            outcome = await self._apply(wanted, existing, resolved, version, composed.skipped)
-            return dataclasses.replace(outcome, items=items, fetched=tuple(fetched))
+            guess = self._believed_absent(target.key)
+            while True:
+                existing = (
+                    None if guess else await self.kube.read_secret(target.namespace, target.secret_name)
+                )
+                self._check_ownership(target, existing)
+                if existing is not None and any(
+                    desired_mod.IGNORE_SECRET_TAG in (got.item.tags or []) for got in fetched
+                ):
+                    return Outcome("frozen", resolved, version, secret_uid=existing.uid, items=items)
+                composed = compose(
+                    target.spec,
+                    sources,
+                    fetched,
+                    type_=target.secret_type,
+                    allow_empty_values=self.allow_empty_values,
+                )
+                wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
+                try:
+                    outcome = await self._apply(wanted, existing, resolved, version, composed.skipped)
+                except KubeError as exc:
+                    if guess and exc.status == 409:  # it exists after all: read it, then decide
+                        guess = False
+                        continue
+                    raise
+                return dataclasses.replace(outcome, items=items, fetched=tuple(fetched))
 
     def _check_ownership(self, target: Target, existing: SecretState | None) -> None:
         if (
