@@ -57,7 +57,7 @@ unit: $(INSTALLED) ## fast tests only (no control plane)
 test: bins lint typecheck check-crds ## everything CI runs: lint, types, CRD drift, the whole pytest suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(INSTALLED) bins ## measure Connect requests, latency, memory at 100 and 1000 items (ARGS="--items 100")
+bench: $(INSTALLED) bins ## measure Connect requests, latency, memory, CPU, logs at 100, 1000 and 10000 items (ARGS="--items 100")
 	$(BIN)/python -m bench.run $(ARGS)
 
 # With KUBECONFIG and OP_CONNECT_HOST both set: the operator against that cluster and Connect.

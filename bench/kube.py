@@ -163,6 +163,9 @@ class Kube:
                 return None
             raise
 
+    def delete_secret(self, namespace: str, name: str) -> None:
+        self.core.delete_namespaced_secret(name, namespace)
+
     def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """The Secret's data, decoded; None when there is no such Secret."""
         secret = self.secret(namespace, name)

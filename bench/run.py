@@ -67,14 +67,23 @@ IDLE_POLLS = 3
 CREATE_THREADS = 8
 READY_EVERY = 0.5
 SECRET_EVERY = 0.1
+DRIFT_WAIT_S = 30.0
 
-# Targets, printed for reference.
+# Targets, printed for reference (see the issue "Faster and lighter than the official operator").
 TARGET_IDLE = 1
 TARGET_CHANGE = 3
 TARGET_CHANGE_SLACK_S = 2.0
-TARGET_COLD_N = 1000
-TARGET_COLD_S = 60.0
-TARGET_RSS_MB = 150.0
+TARGET_DRIFT_S = 2.0
+TARGET_COLD_S = {100: 2.0, 1000: 15.0}
+TARGET_RSS_MB = {1000: 100.0, 10000: 250.0}
+
+# The official operator (v1.12, Go) as reported in the issue that set the targets, measured on a
+# machine of this kind on 2026-11 beside opsync (POLLING_INTERVAL=10, each operator alone, half
+# the items by title): cold start s, peak RSS MiB, CPU s, Connect requests at cold start, INFO lines.
+OFFICIAL_REPORTED: dict[int, tuple[str, str, str, str, str]] = {
+    100: ("3.19", "57", "-", "-", "-"),
+    1000: ("26.7-30.8", "69", "23-27", "6200-7000", "2031"),
+}
 
 
 class BenchError(RuntimeError):
@@ -200,6 +209,11 @@ def wait_polls(operator: OperatorProcess, count: int, timeout: float) -> int:
         time.sleep(0.1)
 
 
+def info_lines(operator: OperatorProcess) -> int:
+    """INFO lines the operator has logged so far."""
+    return sum(1 for line in operator.logs().splitlines() if " INFO " in line)
+
+
 def memory_mb(operator: OperatorProcess, field: str) -> float:
     """A memory line of /proc/<pid>/status in MiB: VmHWM (peak resident) or VmRSS (resident now)."""
     for line in Path(f"/proc/{operator.pid}/status").read_text().splitlines():
@@ -233,6 +247,9 @@ class Result:
     change_by_title: bool
     change_requests: Counts
     change_s: float | None
+    drift_s: float | None
+    info_cold: int
+    info_idle: int
     rss_mb: float
     rss_end_mb: float
     cpu_s: float
@@ -306,6 +323,7 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
             time.sleep(max(0.0, READY_EVERY - (time.monotonic() - now)))
         cold_start_s = time.monotonic() - t0
         cold_requests = request_delta(before, connect.requests())
+        info_cold = info_lines(operator)
         polls_at_ready = wait_polls(operator, 0, timeout=30)  # the polls ended so far
         step(f"all {n} Ready after {cold_start_s:.1f} s, {total(cold_requests)} Connect requests")
 
@@ -314,8 +332,10 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
         polls = wait_polls(operator, polls_at_ready + WARM_POLLS, timeout=poll_wait * WARM_POLLS)
         before = connect.requests()
         versions_before = kube.resource_versions(namespace)
+        info_before = info_lines(operator)
         polls = wait_polls(operator, polls + IDLE_POLLS, timeout=poll_wait * IDLE_POLLS)
         idle_requests = request_delta(before, connect.requests())
+        info_idle = info_lines(operator) - info_before
         versions_after = kube.resource_versions(namespace)
         idle_writes = sum(1 for key, rv in versions_after.items() if versions_before.get(key) != rv)
         step(f"idle: {total(idle_requests)} Connect requests in {IDLE_POLLS} polls, {idle_writes} writes")
@@ -350,6 +370,19 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
         shown = f"{change_s:.1f} s" if change_s is not None else f"not within {poll_wait} s"
         step(f"one change: Secret updated after {shown}, {total(change_requests)} Connect requests")
 
+        # 4. drift: a managed Secret deleted by hand comes back
+        drifted = items[-1].name
+        kube.delete_secret(namespace, drifted)
+        deleted = time.monotonic()
+        drift_s: float | None = None
+        while time.monotonic() - deleted < DRIFT_WAIT_S:
+            operator.check()
+            if kube.secret_data(namespace, drifted):
+                drift_s = time.monotonic() - deleted
+                break
+            time.sleep(SECRET_EVERY / 2)
+        step(f"drift: deleted Secret restored after {drift_s:.2f} s" if drift_s else "drift: not restored")
+
         return Result(
             n=n,
             vaults=args.vaults,
@@ -363,6 +396,9 @@ def run_scenario(n: int, args: argparse.Namespace, directory: Path, out: IO[str]
             change_by_title=changed.by_title,
             change_requests=change_requests,
             change_s=change_s,
+            drift_s=drift_s,
+            info_cold=info_cold,
+            info_idle=info_idle,
             rss_mb=memory_mb(operator, "VmHWM"),
             rss_end_mb=memory_mb(operator, "VmRSS"),
             cpu_s=cpu_seconds(operator),
@@ -408,8 +444,10 @@ def report(results: Sequence[Result], interval: int) -> str:
                 "reqs/idle poll",
                 "reqs/change",
                 "change->Secret s",
+                "drift->restored s",
                 "peak RSS MB",
                 "CPU s",
+                "INFO lines cold/idle",
                 "idle k8s writes",
             ],
             [
@@ -421,8 +459,10 @@ def report(results: Sequence[Result], interval: int) -> str:
                     f"{r.per_idle_poll:.2f}",
                     str(total(r.change_requests)),
                     f"{r.change_s:.1f}" if r.change_s is not None else "timeout",
+                    f"{r.drift_s:.2f}" if r.drift_s is not None else "timeout",
                     f"{r.rss_mb:.0f}",
                     f"{r.cpu_s:.1f}",
+                    f"{r.info_cold}/{r.info_idle}",
                     str(r.idle_writes),
                 ]
                 for r in results
@@ -448,36 +488,53 @@ def report(results: Sequence[Result], interval: int) -> str:
             "  ",
         ),
         "",
+        "Official 1Password operator, measured (as reported in the issue that set the targets; not by "
+        "this run):",
+        format_table(
+            ["N", "cold start s", "peak RSS MiB", "CPU s", "Connect reqs at cold start", "INFO lines"],
+            [[str(n), *figures] for n, figures in OFFICIAL_REPORTED.items()],
+            "  ",
+        ),
+        "",
         "Targets:",
     ]
     target_rows: list[list[str]] = []
     for r in results:
         change_limit = interval + TARGET_CHANGE_SLACK_S
-        cold = (
-            f"{verdict(r.cold_start_s <= TARGET_COLD_S)} ({r.cold_start_s:.1f} s)"
-            if r.n == TARGET_COLD_N
-            else "-"
-        )
+        cold_limit = TARGET_COLD_S.get(r.n)
+        rss_limit = TARGET_RSS_MB.get(r.n)
+        request_limit = 1 + r.vaults + r.n + r.n // 10  # one vault list, a listing per vault, a read per item
         target_rows.append(
             [
                 str(r.n),
+                f"{verdict(r.cold_start_s <= cold_limit)} ({r.cold_start_s:.1f} s <= {cold_limit:.0f})"
+                if cold_limit
+                else f"- ({r.cold_start_s:.1f} s)",
+                f"{verdict(total(r.cold_requests) <= request_limit)} ({total(r.cold_requests)} <= {request_limit})",
                 f"{verdict(r.per_idle_poll <= TARGET_IDLE)} ({r.per_idle_poll:.2f})",
                 f"{verdict(total(r.change_requests) <= TARGET_CHANGE)} ({total(r.change_requests)})",
                 f"{verdict(r.change_s is not None and r.change_s <= change_limit)} "
                 f"({'timeout' if r.change_s is None else f'{r.change_s:.1f} s'})",
-                cold,
-                f"{verdict(r.rss_mb <= TARGET_RSS_MB)} ({r.rss_mb:.0f} MB)",
+                f"{verdict(r.drift_s is not None and r.drift_s <= TARGET_DRIFT_S)} "
+                f"({'timeout' if r.drift_s is None else f'{r.drift_s:.2f} s'})",
+                f"{verdict(r.rss_mb <= rss_limit)} ({r.rss_mb:.0f} <= {rss_limit:.0f} MB)"
+                if rss_limit
+                else f"- ({r.rss_mb:.0f} MB)",
+                f"{verdict(r.info_cold <= r.n + 20 and r.info_idle == 0)} ({r.info_cold}/{r.info_idle})",
             ]
         )
     lines.append(
         format_table(
             [
                 "N",
+                "cold start",
+                "cold reqs <= 1+V+1.1N",
                 f"idle <= {TARGET_IDLE} req/poll",
                 f"change <= {TARGET_CHANGE} (+files) reqs",
                 f"Secret <= {interval + TARGET_CHANGE_SLACK_S:.0f} s",
-                f"{TARGET_COLD_N} Ready <= {TARGET_COLD_S:.0f} s",
-                f"RSS <= {TARGET_RSS_MB:.0f} MB",
+                f"restored <= {TARGET_DRIFT_S:.0f} s",
+                "peak RSS",
+                "INFO <= 1/Secret, 0 idle",
             ],
             target_rows,
             "  ",
@@ -527,18 +584,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "and a local Connect server, and print one table.",
     )
     parser.add_argument(
-        "--items", type=item_counts, default=[100, 1000], help="item counts N (default 100,1000)"
+        "--items",
+        type=item_counts,
+        default=[100, 1000, 10000],
+        help="item counts N (default 100,1000,10000; the last takes about ten minutes)",
     )
     parser.add_argument("--vaults", type=positive_int, default=10, help="vaults V (default 10)")
     parser.add_argument(
         "--interval", type=positive_int, default=10, help="POLLING_INTERVAL in s (default 10)"
     )
-    parser.add_argument("--timeout", type=float, default=300.0, help="cold start limit in s (default 300)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="cold start limit in s (default 900)")
     parser.add_argument(
         "--operator-log-level",
-        default="warning",
+        default="info",
         choices=["debug", "info", "warning", "error"],
-        help="the operator's --log-level (default warning)",
+        help="the operator's --log-level (default info, as users run it; its INFO lines are counted)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (data files and logs)")
     args = parser.parse_args(argv)

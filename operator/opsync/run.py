@@ -68,8 +68,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_run)
 
 
-QUIET_LOGGERS = ("httpx", "httpcore", "urllib3")
-"""HTTP libraries that log every request at INFO/DEBUG: warnings only, unless at debug."""
+QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "kopf.objects")
+"""Loggers with a line per request or per handled object (kopf's "Handler … succeeded"): their
+warnings and errors only, unless at debug. opsync logs one line per Secret it writes."""
 
 
 def configure_logging(level: str) -> None:
@@ -145,6 +146,12 @@ async def run_operator(
     from opsync.sync.leader import LeaderElector, default_identity, default_lease_namespace
 
     stop = stop_flag or asyncio.Event()
+    import concurrent.futures
+    import os
+
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(int(os.environ.get("XTHREADS", "6")))
+    )
     metrics = Metrics()
     kube = KubeApi(load_api_client(), instance=settings.pod_name or "opsync")
     ready = asyncio.Event()

@@ -29,7 +29,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsync.core import secrettypes, templating
 from opsync.core.crd import RESERVED_ANNOTATION_PREFIXES, FieldSelector, OnePasswordItemSpec
 from opsync.core.errors import Reason, SpecError
 from opsync.core.itempath import Fetched
@@ -155,11 +154,23 @@ def _mapped(
     return keys, tuple(skipped)
 
 
+def _typed(secret_type: str, data: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The data checked and converted for its type. An Opaque Secret has no rules, so the type
+    checks (and the cryptography library they load) are imported only for the other types."""
+    if secret_type == "Opaque":  # noqa: S105 - a type name
+        return dict(data)
+    from opsync.core import secrettypes
+
+    return secrettypes.prepare(secret_type, data)
+
+
 def _text(got: Fetched, selector: str) -> str:
     return select(got.item, got.files, selector).value.decode("utf-8", errors="replace")
 
 
 def _docker_config(spec: OnePasswordItemSpec, got: Fetched, type_: str | None) -> bytes:
+    from opsync.core import secrettypes
+
     config = spec.dockerConfig
     assert config is not None
     if type_ not in (None, "", secrettypes.DOCKER_CONFIG_JSON):
@@ -179,6 +190,8 @@ def _docker_config(spec: OnePasswordItemSpec, got: Fetched, type_: str | None) -
 
 
 def _item_view(got: Fetched, *, with_values: bool) -> dict[str, Any]:
+    from opsync.core import templating
+
     item = got.item
     view: dict[str, Any] = {
         "id": item.id,
@@ -228,6 +241,8 @@ def _secrets(fetched: Sequence[Fetched], data: Mapping[str, bytes]) -> list[str]
 
 
 def _rendered(spec: OnePasswordItemSpec, fetched: Sequence[Fetched], keys: _Keys) -> _Keys:
+    from opsync.core import templating
+
     template = spec.template
     assert template is not None
     views = [_item_view(got, with_values=True) for got in fetched]
@@ -267,11 +282,16 @@ def _metadata(spec: OnePasswordItemSpec, fetched: Sequence[Fetched]) -> tuple[di
     labels = dict(spec.secretLabels or {})
     annotations = dict(spec.secretAnnotations or {})
     meta = spec.template.metadata if spec.template is not None else None
+    if meta is None:
+        _check_metadata(labels, annotations)
+        return labels, annotations
+    from opsync.core import templating
+
     views = [_item_view(got, with_values=False) for got in fetched]
     context = {"item": views[0], "items": views}
     for kind, templates, target in (
-        ("labels", meta.labels if meta else None, labels),
-        ("annotations", meta.annotations if meta else None, annotations),
+        ("labels", meta.labels, labels),
+        ("annotations", meta.annotations, annotations),
     ):
         for key, source in (templates or {}).items():
             if key.startswith(RESERVED_ANNOTATION_PREFIXES):
@@ -339,11 +359,11 @@ def compose(
         built = _docker_config(spec, fetched[0], type_)
         keys = _Keys()
         keys.add(".dockerconfigjson", built, "spec.dockerConfig")
-        secret_type = secrettypes.DOCKER_CONFIG_JSON
+        secret_type = "kubernetes.io/dockerconfigjson"  # noqa: S105 - a type name
     if spec is not None and rendered:
         keys = _rendered(spec, fetched, keys)
     labels, annotations = _metadata(spec, fetched) if spec is not None else ({}, {})
-    data = secrettypes.prepare(secret_type, keys.data)
+    data = _typed(secret_type, keys.data)
     size = sum(len(key) + len(value) for key, value in data.items())
     if size > MAX_DATA_BYTES:
         raise SpecError(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from opsync.core.mapping import DNS1123_SUBDOMAIN, is_valid_key
@@ -453,4 +452,6 @@ def definition() -> dict[str, Any]:
 
 def definition_yaml() -> str:
     header = "# Generated from opsync.core.crd by `make crds`; do not edit by hand.\n"
+    import yaml  # only `opsync crd` needs it
+
     return header + yaml.safe_dump(definition(), sort_keys=False, width=120)

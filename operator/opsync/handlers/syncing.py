@@ -58,6 +58,14 @@ async def sync_and_report(
     runtime.poller.record(target, outcome)
     if outcome.action in ("created", "updated"):
         runtime.metrics.secret_written(outcome.action)
+        logger.info(
+            "Secret %s/%s %s from item version %s%s",
+            target.namespace,
+            target.secret_name,
+            outcome.action,
+            outcome.item_version,
+            f" ({', '.join(outcome.changed)})" if outcome.changed else "",
+        )
     await reporting.report_success(runtime.kube, target, outcome, body=body)
     return outcome
 
