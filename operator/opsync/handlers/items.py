@@ -12,6 +12,7 @@ deletes its Secret (kopf holds the official finalizer
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -24,6 +25,15 @@ logger = logging.getLogger(__name__)
 
 FORCE_SYNC = "opsync.io/force-sync"
 """Set this annotation of a OnePasswordItem to any new value to sync it at once."""
+
+
+def reported(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the poller keeps of a OnePasswordItem to report its later syncs on: the names, the
+    generation and the status. Not the whole body: that would keep every item's decoded JSON,
+    managed fields and all, alive for as long as the operator runs."""
+    meta = body.get("metadata") or {}
+    kept = {key: meta[key] for key in ("name", "namespace", "uid", "generation") if key in meta}
+    return {"metadata": kept, "status": dict(body.get("status") or {})}
 
 
 async def track_item(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -41,7 +51,7 @@ async def track_item(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
     known = poller.tracked(uid)
     previous = known.target.annotations.get(FORCE_SYNC) if known is not None else None
     target = item_target(body)
-    poller.track(target, dict(body))
+    poller.track(target, reported(body))
     token = target.annotations.get(FORCE_SYNC)
     if known is not None and token is not None and token != previous:
         logger.info("force-sync of OnePasswordItem %s/%s requested", target.namespace, target.owner.name)
@@ -52,7 +62,7 @@ async def sync_item(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> N
     """Create, update and resume: sync the Secret."""
     runtime = runtime_of(memo)
     target = item_target(body)
-    runtime.poller.track(target, dict(body))
+    runtime.poller.track(target, reported(body))
     await sync_target(runtime, target, body=body, retry=retry)
 
 

@@ -52,13 +52,22 @@ class _Shared(Generic[_T]):
             raise
         finally:
             self._pending = None
-        self._kept = (self._clock(), value)
+        self._keep(value)
         future.set_result(value)
         return value, True
 
     def offer(self, value: _T) -> None:
         """A listing made elsewhere (the poller's): newer than what is kept, so it replaces it."""
-        self._kept = (self._clock(), value)
+        self._keep(value)
+
+    def _keep(self, value: _T) -> None:
+        kept = self._kept = (self._clock(), value)
+        # Dropped once stale: a large vault's listing is not held between cold start and polls.
+        asyncio.get_running_loop().call_later(self._ttl, self._expire, kept)
+
+    def _expire(self, kept: tuple[float, _T]) -> None:
+        if self._kept is kept:
+            self._kept = None
 
 
 class Listings:
