@@ -1,8 +1,8 @@
 """The sync use case: item path → Connect → desired Secret → hash-gated write. No kopf here.
 
-One :class:`Reconciler` lives for the whole operator (in kopf's memo). It is
-called by the handlers for a OnePasswordItem or an annotated Deployment
-(:class:`Target`), and guarantees the safety rules:
+One :class:`Reconciler` lives for the whole operator (in the runtime the kopf
+layer carries). It is called by the handlers for a OnePasswordItem or an
+annotated Deployment (:class:`Target`), and guarantees the safety rules:
 
 * nothing is written before everything was read: a Connect failure raises
   before any write, so a Secret is never blanked, shrunk or deleted for it;
@@ -14,6 +14,9 @@ called by the handlers for a OnePasswordItem or an annotated Deployment
 
 It keeps the last desired Secret of every target in memory, so a Secret that
 drifts (edited or deleted by hand) is restored at once without asking Connect.
+A Secret it has neither written nor seen in the watch of managed Secrets is
+created without a read first; "already exists" falls back to the read and the
+rules above, so the guess costs one refused request at worst.
 """
 
 from __future__ import annotations
