@@ -31,13 +31,13 @@ from kubernetes.client.exceptions import ApiException
 
 from opsync.core import crd
 from opsync.core.desired import (
-    MANAGED_LABEL,
-    RETAINED_FROM,
     DesiredSecret,
     ObjectRef,
     Owner,
     SecretState,
     owner_references,
+    owners_patch,
+    retain_patch,
 )
 from opsync.core.errors import KubeError, shorten
 from opsync.core.mapping import SecretData
@@ -213,49 +213,22 @@ class KubeApi:
         )
 
     async def set_owner_references(self, existing: SecretState, references: list[Owner]) -> None:
-        """Replace the Secret's ownerReferences, guarded by the resourceVersion read.
-
-        A JSON patch (a list body): a strategic merge patch would merge the list by uid and
-        keep the references meant to go."""
-        patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": existing.resource_version},
-            {
-                "op": "replace",
-                "path": "/metadata/ownerReferences",
-                "value": [r.reference() for r in references],
-            },
-        ]
+        """Replace the Secret's ownerReferences, guarded by the resourceVersion read."""
         await self._request(
             f"updating the owners of Secret {existing.namespace}/{existing.name}",
             "PATCH",
             _secret(existing.namespace, existing.name),
-            body=patch,
+            body=owners_patch(existing, references),
             content_type=JSON_PATCH,
         )
 
     async def retain_secret(self, existing: SecretState, references: list[Owner], retained_from: str) -> None:
-        """Leave a Secret behind: these ownerReferences, no managed label (so that nothing of
-        opsync acts on it any more) and a note of whose it was; guarded by the resourceVersion."""
-        patch: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": existing.resource_version},
-            {
-                "op": "replace",
-                "path": "/metadata/ownerReferences",
-                "value": [r.reference() for r in references],
-            },
-            {
-                "op": "add",
-                "path": "/metadata/annotations",
-                "value": {**existing.annotations, RETAINED_FROM: retained_from},
-            },
-        ]
-        if MANAGED_LABEL in existing.labels:
-            patch.append({"op": "remove", "path": "/metadata/labels/" + MANAGED_LABEL.replace("/", "~1")})
+        """Leave a Secret behind (see :func:`~opsync.core.desired.retain_patch`)."""
         await self._request(
             f"retaining Secret {existing.namespace}/{existing.name}",
             "PATCH",
             _secret(existing.namespace, existing.name),
-            body=patch,
+            body=retain_patch(existing, references, retained_from),
             content_type=JSON_PATCH,
         )
 

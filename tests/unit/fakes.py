@@ -44,12 +44,12 @@ from typing import Any
 from opsync.connect.client import ConnectClient
 from opsync.connect.config import ConnectConfig
 from opsync.core.desired import (
-    MANAGED_LABEL,
-    RETAINED_FROM,
     DesiredSecret,
     Owner,
     SecretState,
     owner_references,
+    owners_patch,
+    retain_patch,
 )
 from opsync.core.errors import KubeError
 from opsync.core.mapping import SecretData
@@ -218,35 +218,10 @@ class FakeKube:
         )
 
     async def set_owner_references(self, existing: SecretState, references: list[Owner]) -> None:
-        await self._patch_secret(
-            existing,
-            [
-                {"op": "test", "path": "/metadata/resourceVersion", "value": existing.resource_version},
-                {
-                    "op": "replace",
-                    "path": "/metadata/ownerReferences",
-                    "value": [r.reference() for r in references],
-                },
-            ],
-        )
+        await self._patch_secret(existing, owners_patch(existing, references))
 
     async def retain_secret(self, existing: SecretState, references: list[Owner], retained_from: str) -> None:
-        patch: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": existing.resource_version},
-            {
-                "op": "replace",
-                "path": "/metadata/ownerReferences",
-                "value": [r.reference() for r in references],
-            },
-            {
-                "op": "add",
-                "path": "/metadata/annotations",
-                "value": {**existing.annotations, RETAINED_FROM: retained_from},
-            },
-        ]
-        if MANAGED_LABEL in existing.labels:
-            patch.append({"op": "remove", "path": "/metadata/labels/" + MANAGED_LABEL.replace("/", "~1")})
-        await self._patch_secret(existing, patch)
+        await self._patch_secret(existing, retain_patch(existing, references, retained_from))
 
     async def _patch_secret(self, existing: SecretState, operations: list[dict[str, Any]]) -> None:
         namespace, name = existing.namespace, existing.name

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opsync.core.mapping import SecretData
 
@@ -200,3 +201,32 @@ def differences(existing: SecretState, desired: DesiredSecret) -> list[str]:
     if desired.owner.uid not in existing.owner_uids:
         found.append("ownerReferences")
     return found
+
+
+def owners_patch(existing: SecretState, references: Sequence[Owner]) -> list[dict[str, Any]]:
+    """The JSON patch that replaces a Secret's ownerReferences, guarded by the resourceVersion
+    read (a concurrent change fails the ``test``). A JSON patch, because a strategic merge patch
+    would merge the list by uid and keep the references meant to go."""
+    return [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": existing.resource_version},
+        {"op": "replace", "path": "/metadata/ownerReferences", "value": [r.reference() for r in references]},
+    ]
+
+
+def retain_patch(
+    existing: SecretState, references: Sequence[Owner], retained_from: str
+) -> list[dict[str, Any]]:
+    """The JSON patch that leaves a Secret behind: these ownerReferences, no managed label (so
+    nothing of opsync acts on it any more) and a note of whose it was; guarded like
+    :func:`owners_patch`."""
+    patch = [
+        *owners_patch(existing, references),
+        {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {**existing.annotations, RETAINED_FROM: retained_from},
+        },
+    ]
+    if MANAGED_LABEL in existing.labels:
+        patch.append({"op": "remove", "path": "/metadata/labels/" + MANAGED_LABEL.replace("/", "~1")})
+    return patch
