@@ -316,38 +316,42 @@ class Reconciler:
         ``target.sources`` (the poller reads an item once for every target using it), else they
         are resolved and read here. Everything is read and composed before anything is written."""
         paths = checked_paths(target)
-        sources = target.sources
         async with self.lock(target.key):
             if fetched is None:
                 fetched = [await fetch(self.connect, path, self.listings) for path in paths]
-            items = tuple((str(got.resolved), got.item.version or 0) for got in fetched)
-            resolved, version = items[0]
-            guess = self._believed_absent(target.key)
-            while True:
-                existing = (
-                    None if guess else await self.kube.read_secret(target.namespace, target.secret_name)
-                )
-                self._check_ownership(target, existing)
-                if existing is not None and any(
-                    desired_mod.IGNORE_SECRET_TAG in (got.item.tags or []) for got in fetched
-                ):
-                    return Outcome("frozen", resolved, version, secret_uid=existing.uid, items=items)
-                composed = compose(
-                    target.spec,
-                    sources,
-                    fetched,
-                    type_=target.secret_type,
-                    allow_empty_values=self.allow_empty_values,
-                )
-                wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
-                try:
-                    outcome = await self._apply(wanted, existing, resolved, version, composed.skipped)
-                except KubeError as exc:
-                    if guess and exc.status == 409:  # it exists after all: read it, then decide
-                        guess = False
-                        continue
+            existing = None
+            if not self._believed_absent(target.key):
+                existing = await self.kube.read_secret(target.namespace, target.secret_name)
+            try:
+                return await self._write(target, existing, fetched)
+            except KubeError as exc:
+                if existing is not None or exc.status != 409:
                     raise
-                return dataclasses.replace(outcome, items=items, fetched=tuple(fetched))
+            # A create met a Secret of that name after all: read it, then decide as for any other.
+            existing = await self.kube.read_secret(target.namespace, target.secret_name)
+            return await self._write(target, existing, fetched)
+
+    async def _write(
+        self, target: Target, existing: SecretState | None, fetched: Sequence[Fetched]
+    ) -> Outcome:
+        """Check, compose and write what ``target`` wants over ``existing`` (None: create it)."""
+        self._check_ownership(target, existing)
+        items = tuple((str(got.resolved), got.item.version or 0) for got in fetched)
+        resolved, version = items[0]
+        if existing is not None and any(
+            desired_mod.IGNORE_SECRET_TAG in (got.item.tags or []) for got in fetched
+        ):
+            return Outcome("frozen", resolved, version, secret_uid=existing.uid, items=items)
+        composed = compose(
+            target.spec,
+            target.sources,
+            fetched,
+            type_=target.secret_type,
+            allow_empty_values=self.allow_empty_values,
+        )
+        wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
+        outcome = await self._apply(wanted, existing, resolved, version, composed.skipped)
+        return dataclasses.replace(outcome, items=items, fetched=tuple(fetched))
 
     def _check_ownership(self, target: Target, existing: SecretState | None) -> None:
         if (
