@@ -17,11 +17,10 @@ import kopf
 
 from opsync.core import desired, workloads
 from opsync.core.errors import Reason
-from opsync.core.mapping import sanitize_secret_name
 from opsync.handlers import reporting
 from opsync.handlers.runtime import runtime_of
 from opsync.handlers.syncing import sync_target
-from opsync.sync.reconcile import Target
+from opsync.sync.reconcile import Target, deployment_owner, deployment_target
 
 logger = logging.getLogger(__name__)
 
@@ -29,26 +28,6 @@ logger = logging.getLogger(__name__)
 def is_annotated_deployment(body: Mapping[str, Any], **_: Any) -> bool:
     """kopf's ``when=`` filter: only Deployments in annotation mode."""
     return bool(workloads.deployment_annotations(body))
-
-
-def _owner(body: Mapping[str, Any]) -> desired.Owner:
-    meta = body["metadata"]
-    return desired.Owner("apps/v1", desired.DEPLOYMENT_KIND, meta["name"], meta["uid"])
-
-
-def deployment_target(body: Mapping[str, Any]) -> Target | None:
-    """The target of an annotated Deployment; None without ``item-name``."""
-    annotations = workloads.deployment_annotations(body)
-    name = annotations.get(desired.ITEM_NAME)
-    if not name:
-        return None
-    return Target(
-        owner=_owner(body),
-        namespace=body["metadata"]["namespace"],
-        secret_name=sanitize_secret_name(name),
-        item_path=annotations.get(desired.ITEM_PATH),
-        annotations={k: v for k, v in annotations.items() if k == desired.AUTO_RESTART},
-    )
 
 
 async def track_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -69,7 +48,7 @@ async def sync_deployment(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any
     runtime = runtime_of(memo)
     target = deployment_target(body)
     if target is None:
-        owner = _owner(body)
+        owner = deployment_owner(body)
         await reporting.post(
             runtime.kube,
             Target(owner, body["metadata"]["namespace"], "", None).owner_ref,

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from opsync.core import crd
+from opsync.core import crd, workloads
 from opsync.core import desired as desired_mod
 from opsync.core.compose import Composed, Source, compose, sources_of
 from opsync.core.desired import DesiredSecret, ObjectRef, Owner, SecretState
@@ -47,7 +47,7 @@ from opsync.core.errors import (
 )
 from opsync.core.gobool import parse_bool
 from opsync.core.itempath import Fetched, ItemPath
-from opsync.core.mapping import SecretData, Skipped
+from opsync.core.mapping import SecretData, Skipped, sanitize_secret_name
 from opsync.sync.ports import ItemSource, SecretStore
 from opsync.sync.resolve import Listings, fetch
 
@@ -115,6 +115,28 @@ def item_target(body: Mapping[str, Any]) -> Target:
         spec=spec,
         spec_error=error,
         retain=placement.deletionPolicy == "Retain",
+    )
+
+
+def deployment_owner(body: Mapping[str, Any]) -> Owner:
+    """A Deployment as the owner of its Secret."""
+    meta = body["metadata"]
+    return Owner("apps/v1", desired_mod.DEPLOYMENT_KIND, meta["name"], meta["uid"])
+
+
+def deployment_target(body: Mapping[str, Any]) -> Target | None:
+    """The target of a Deployment in the official operator's annotation mode; None without
+    ``operator.1password.io/item-name`` (the Secret's name)."""
+    annotations = workloads.deployment_annotations(body)
+    name = annotations.get(desired_mod.ITEM_NAME)
+    if not name:
+        return None
+    return Target(
+        owner=deployment_owner(body),
+        namespace=body["metadata"]["namespace"],
+        secret_name=sanitize_secret_name(name),
+        item_path=annotations.get(desired_mod.ITEM_PATH),
+        annotations={k: v for k, v in annotations.items() if k == desired_mod.AUTO_RESTART},
     )
 
 
