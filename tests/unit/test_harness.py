@@ -31,6 +31,7 @@ from opsync.tooling.harness import (
     request_delta,
     tail,
     terminate,
+    write_private,
 )
 
 DATA = {
@@ -219,3 +220,12 @@ def test_tail_shows_the_last_lines_indented(tmp_path: Path) -> None:
     log.write_text("")
     assert tail(log) == "    (empty log)"
     assert tail(tmp_path / "missing.log") == "    (no log)"
+
+
+def test_a_private_file_is_for_this_user_only_and_replaces_any(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("old")
+    path.chmod(0o644)
+    write_private(path, "new")
+    assert path.read_text() == "new"
+    assert path.stat().st_mode & 0o777 == 0o600

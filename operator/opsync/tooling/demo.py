@@ -287,7 +287,7 @@ class Demo:
         if not data.is_file() or not (self.examples / "items").is_dir():
             raise DemoError(f"no demo data in {self.examples} (expected connect-data.yaml and items/)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_private(self.run_dir / "connect-data.yaml", data.read_bytes())
+        write_private(self.run_dir / "connect-data.yaml", data.read_text(encoding="utf-8"))
         self.kubectl_path = binaries.ensure(["kubectl"])["kubectl"]
 
     def start_connect_server(self) -> ConnectServerProcess:

@@ -33,6 +33,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from opsync.tooling.connectserver.datafile import write_atomically
 from opsync.tooling.controlplane import free_port
 from opsync.tooling.watchdog import GroupWatchdog
 
@@ -117,12 +118,11 @@ def terminate(
     process.wait()
 
 
-def write_private(path: Path, content: str | bytes) -> None:
-    """Write a file only this user can read (it may hold a token or secret values), replacing any."""
+def write_private(path: Path, text: str) -> None:
+    """Write a file only this user can read (it may hold a token or secret values), replacing any
+    (the Connect server's atomic writer, which gives a new file mode 0600)."""
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content.encode() if isinstance(content, str) else content)
+    write_atomically(path, text)
 
 
 def write_data_file(path: Path, data: Mapping[str, Any]) -> Path:
