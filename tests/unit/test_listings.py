@@ -1,158 +1,128 @@
 """Listings shared by the syncs that run together: one request for many callers, a fresh look
-before a title counts as missing, and a fresh resolution when a shared listing led to a gone item."""
+before a title counts as missing, and a fresh resolution when a shared listing led to a gone item.
+
+Against the in-process local Connect server over loopback, with the real client; requests are
+counted by the server itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from opsync.connect.models import FullItem, Item, Vault
-from opsync.core.errors import NotFound, Reason, ServerError, SpecError
+from opsync.core.errors import Reason, ServerError, SpecError
 from opsync.core.itempath import ItemPath
 from opsync.sync.resolve import Listings, fetch
+from tests.unit.fakes import LocalConnect
 
-VAULT_ID = "v" * 26
-
-
-def _vault(name: str = "Kubernetes") -> Vault:
-    return Vault.model_validate({"id": VAULT_ID, "name": name})
-
-
-def _item(item_id: str, title: str) -> Item:
-    return Item.model_validate({"id": item_id, "title": title, "vault": {"id": VAULT_ID}, "version": 1})
-
-
-class Source:
-    """An ItemSource that counts requests and answers from what the test puts in it."""
-
-    def __init__(self) -> None:
-        self.vaults = [_vault()]
-        self.items = [_item("a" * 26, "db")]
-        self.calls: dict[str, int] = {}
-        self.gate: asyncio.Event | None = None
-        self.fail: BaseException | None = None
-
-    async def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail is not None:
-            raise self.fail
-
-    async def list_vaults(self) -> list[Vault]:
-        await self._count("vaults")
-        return list(self.vaults)
-
-    async def list_items(self, vault_id: str) -> list[Item]:
-        await self._count("items")
-        return list(self.items)
-
-    async def find_vaults(self, name: str) -> list[Vault]:
-        raise AssertionError("shared listings are used instead")
-
-    async def find_items(self, vault_id: str, title: str) -> list[Item]:
-        raise AssertionError("shared listings are used instead")
-
-    async def get_item(self, vault_id: str, item_id: str) -> FullItem:
-        await self._count("get")
-        found = [i for i in self.items if i.id == item_id]
-        if not found:
-            raise NotFound(f"item {item_id} not found", status=404)
-        return FullItem.model_validate({"id": item_id, "title": found[0].title, "vault": {"id": vault_id}})
-
-    async def get_item_with_files(
-        self, vault_id: str, item_id: str, *, item: FullItem | None = None
-    ) -> tuple[FullItem, dict[str, Any]]:
-        return (item or await self.get_item(vault_id, item_id)), {}
+DATA = {
+    "vaults": [
+        {
+            "name": "Kubernetes",
+            "items": [
+                {"title": "db", "category": "LOGIN", "fields": [{"label": "password", "value": "one"}]}
+            ],
+        }
+    ]
+}
+DB = ItemPath.parse("vaults/Kubernetes/items/db")
+VAULTS, LISTING, READ = (
+    "GET /v1/vaults",
+    "GET /v1/vaults/{vaultUuid}/items",
+    "GET /v1/vaults/{vaultUuid}/items/{itemUuid}",
+)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+async def connect(tmp_path: Path) -> AsyncIterator[LocalConnect]:
+    async with LocalConnect(DATA, tmp_path) as local:
+        yield local
 
 
-PATH = ItemPath.parse("vaults/Kubernetes/items/db")
+def spent(connect: LocalConnect) -> tuple[int, int, int]:
+    return connect.requests(VAULTS), connect.requests(LISTING), connect.requests(READ)
 
 
-async def test_concurrent_look_ups_share_one_request_per_listing() -> None:
-    source = Source()
-    source.gate = asyncio.Event()
-    listings = Listings(source)
-    pending = asyncio.gather(*(fetch(source, PATH, listings) for _ in range(20)))
-    await asyncio.sleep(0.01)
-    source.gate.set()
-    fetched = await pending
-    assert {got.resolved.item for got in fetched} == {"a" * 26}
-    assert source.calls == {"vaults": 1, "items": 1, "get": 20}
+async def test_concurrent_look_ups_share_one_request_per_listing(connect: LocalConnect) -> None:
+    listings = Listings(connect.client)
+    fetched = await asyncio.gather(*(fetch(connect.client, DB, listings) for _ in range(20)))
+    assert len({got.resolved.item for got in fetched}) == 1
+    assert spent(connect) == (1, 1, 20)
 
 
-async def test_a_listing_is_reused_for_the_ttl_then_asked_again() -> None:
-    source, clock = Source(), Clock()
-    listings = Listings(source, ttl=2.0, clock=clock)
+async def test_without_shared_listings_every_look_up_asks(connect: LocalConnect) -> None:
+    """The cost the listings save: a vault search and an item search per look-up."""
+    await asyncio.gather(*(fetch(connect.client, DB) for _ in range(5)))
+    assert spent(connect) == (5, 5, 5)
+
+
+async def test_a_listing_is_reused_for_the_ttl_then_asked_again(connect: LocalConnect) -> None:
+    now = [0.0]
+    listings = Listings(connect.client, ttl=2.0, clock=lambda: now[0])
     assert (await listings.vaults())[1] is True
-    clock.now = 1.9
+    now[0] = 1.9
     assert (await listings.vaults())[1] is False
-    clock.now = 2.1
+    now[0] = 2.1
     assert (await listings.vaults())[1] is True
-    assert source.calls == {"vaults": 2}
+    assert connect.requests(VAULTS) == 2
 
 
-async def test_a_title_missing_from_a_shared_listing_is_looked_up_in_a_fresh_one() -> None:
-    source = Source()
-    listings = Listings(source)
-    await fetch(source, PATH, listings)
-    source.items.append(_item("b" * 26, "new"))  # created a moment ago
+async def test_a_title_missing_from_a_shared_listing_is_looked_up_in_a_fresh_one(
+    connect: LocalConnect,
+) -> None:
+    listings = Listings(connect.client)
+    await fetch(connect.client, DB, listings)
+    await connect.server.store.create_item(
+        "Kubernetes", {"title": "new", "category": "LOGIN"}
+    )  # a moment ago
 
-    got = await fetch(source, ItemPath.parse("vaults/Kubernetes/items/new"), listings)
+    got = await fetch(connect.client, ItemPath.parse("vaults/Kubernetes/items/new"), listings)
 
-    assert got.resolved.item == "b" * 26
-    assert source.calls == {"vaults": 1, "items": 2, "get": 2}
+    assert got.item.title == "new"
+    assert spent(connect) == (1, 2, 2)
 
 
-async def test_a_missing_title_is_item_not_found_after_one_fresh_look() -> None:
-    source = Source()
-    listings = Listings(source)
-    await fetch(source, PATH, listings)
+async def test_a_missing_title_is_item_not_found_after_one_fresh_look(connect: LocalConnect) -> None:
+    listings = Listings(connect.client)
+    await fetch(connect.client, DB, listings)
     with pytest.raises(SpecError) as raised:
-        await fetch(source, ItemPath.parse("vaults/Kubernetes/items/nope"), listings)
+        await fetch(connect.client, ItemPath.parse("vaults/Kubernetes/items/nope"), listings)
     assert raised.value.reason is Reason.ItemNotFound
-    assert source.calls["items"] == 2
+    assert connect.requests(LISTING) == 2
 
 
-async def test_an_item_gone_since_the_shared_listing_is_resolved_afresh() -> None:
-    source = Source()
-    listings = Listings(source)
-    await fetch(source, PATH, listings)
-    source.items = [_item("c" * 26, "db")]  # deleted and created again under the same title
+async def test_an_item_gone_since_the_shared_listing_is_resolved_afresh(connect: LocalConnect) -> None:
+    listings = Listings(connect.client)
+    first = await fetch(connect.client, DB, listings)
+    await connect.server.store.delete_item("Kubernetes", "db")
+    await connect.server.store.create_item("Kubernetes", {"title": "db", "category": "LOGIN"})
 
-    got = await fetch(source, PATH, listings)
+    got = await fetch(connect.client, DB, listings)
 
-    assert got.resolved.item == "c" * 26
-
-
-async def test_a_failed_listing_reaches_every_waiter_and_is_not_kept() -> None:
-    source = Source()
-    source.gate, source.fail = asyncio.Event(), ServerError("down", status=503)
-    listings = Listings(source)
-    waiting = asyncio.gather(*(listings.vaults() for _ in range(3)), return_exceptions=True)
-    await asyncio.sleep(0.01)
-    source.gate.set()
-    assert all(isinstance(result, ServerError) for result in await waiting)
-    source.fail = None
-    assert (await listings.vaults())[1] is True
-    assert source.calls == {"vaults": 2}
+    assert got.resolved.item != first.resolved.item and got.item.title == "db"
 
 
-async def test_the_pollers_listings_replace_what_is_kept() -> None:
-    source = Source()
-    listings = Listings(source)
-    await listings.items(VAULT_ID)
-    listings.offer_items(VAULT_ID, [_item("d" * 26, "db")])
-    items, fresh = await listings.items(VAULT_ID)
-    assert [i.id for i in items] == ["d" * 26] and not fresh
-    assert source.calls == {"items": 1}
+async def test_a_failed_listing_reaches_every_waiter_and_is_not_kept(connect: LocalConnect) -> None:
+    listings = Listings(connect.client)
+    connect.server.faults.error_rate, connect.server.faults.budget = 1.0, 1
+    results = await asyncio.gather(*(listings.vaults() for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(result, ServerError) for result in results)
+    assert (await listings.vaults())[1] is True  # asked again, not the failure kept
+    assert connect.requests(VAULTS) == 2
+
+
+async def test_the_pollers_listings_replace_what_is_kept(connect: LocalConnect) -> None:
+    listings = Listings(connect.client)
+    (vault,) = (await listings.vaults())[0]
+    assert vault.id is not None
+    await listings.items(vault.id)
+    await connect.server.store.create_item("Kubernetes", {"title": "later", "category": "LOGIN"})
+    listings.offer_items(vault.id, await connect.client.list_items(vault.id))  # the poller's listing
+
+    items, fresh = await listings.items(vault.id)
+
+    assert {item.title for item in items} == {"db", "later"} and not fresh
+    assert connect.requests(LISTING) == 2  # the first look-up and the poller's; none after
