@@ -138,8 +138,7 @@ async def run_operator(
     stops acting and returns False, so that the process exits and restarts as
     a standby, as controller-runtime does.
     """
-    from opsync.handlers.operator import run_kopf
-    from opsync.handlers.runtime import build_runtime
+    from opsync.handlers.operator import build_runtime, run_kopf
     from opsync.kube import KubeApi, load_api_client
     from opsync.ops.metrics import Metrics
     from opsync.ops.server import OpsServer

@@ -1,19 +1,35 @@
-"""Running kopf with opsync's runtime for one leader's term.
+"""Building opsync's runtime and running kopf with it for one leader's term.
 
-Why this module exists: :func:`run_kopf` is the one call that starts kopf (with
-the registry of :mod:`~opsync.handlers.registry` and the poller beside it) and
-the one place that stops the poller and closes the runtime when kopf ends.
+Why this module exists: :func:`build_runtime` wires the use cases to the clients
+and to the kopf layer's sync path, and :func:`run_kopf` is the one call that
+starts kopf (with the registry of :mod:`~opsync.handlers.registry` and the poller
+beside it) and the one place that stops the poller and closes the runtime when
+kopf ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import kopf
 
+from opsync.connect.client import ConnectClient
+from opsync.connect.config import ConnectConfig
+from opsync.core.itempath import Fetched
+from opsync.handlers.diffbase import MemoryDiffBaseStorage
 from opsync.handlers.registry import build_registry
 from opsync.handlers.runtime import Runtime
+from opsync.handlers.syncing import restart_workloads, sync_and_report
+from opsync.kube import KubeApi
+from opsync.ops.metrics import Metrics
+from opsync.settings import OperatorSettings
+from opsync.sync.debounce import Debouncer
+from opsync.sync.poller import Poller, PollReport
+from opsync.sync.reconcile import Failure, Outcome, Reconciler, Target
+from opsync.sync.restarts import Restarter
 
 POLLER_STOP_TIMEOUT = 10.0
 
@@ -40,3 +56,57 @@ async def run_kopf(
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(poller, POLLER_STOP_TIMEOUT)
         await runtime.aclose()
+
+
+def build_runtime(
+    settings: OperatorSettings, connect_config: ConnectConfig, *, kube: KubeApi, metrics: Metrics
+) -> Runtime:
+    """Wire the use cases to the Connect client, the Kubernetes API and the metrics. Call it in
+    the running event loop (the Connect client binds to it)."""
+    # The poller reports through the same path as the handlers; that path needs the runtime,
+    # which needs the poller: the callbacks read it once it exists.
+    built: list[Runtime] = []
+
+    async def poll_sync(
+        target: Target, body: Mapping[str, Any] | None, fetched: Sequence[Fetched] | None
+    ) -> Outcome | Failure:
+        return await sync_and_report(built[0], target, body=body, fetched=fetched, raise_retryable=False)
+
+    async def after_poll(changes: Sequence[tuple[Target, Outcome]]) -> None:
+        await restart_workloads(built[0], changes)
+
+    def on_poll(report: PollReport, seconds: float, ok: bool) -> None:
+        metrics.poll(seconds, ok)
+        metrics.items_checked(report.checked)
+        metrics.items_changed(report.fetched)
+        metrics.set_tracked(len(built[0].poller))
+
+    connect = ConnectClient(connect_config, observer=metrics.connect_request)
+    reconciler = Reconciler(
+        connect=connect,
+        kube=kube,
+        allow_empty_values=settings.allow_empty_values,
+        copy_annotations=settings.enable_annotations,
+    )
+    runtime = Runtime(
+        settings=settings,
+        connect=connect,
+        kube=kube,
+        metrics=metrics,
+        reconciler=reconciler,
+        poller=Poller(
+            reconciler,
+            poll_sync,
+            interval=settings.polling_interval,
+            full_resync_every=settings.full_resync_every,
+            after_poll=after_poll,
+            on_poll=on_poll,
+        ),
+        restarter=Restarter(
+            kube, default=settings.auto_restart, on_restart=lambda done: metrics.restart(done.kind)
+        ),
+        drift=Debouncer(settings.drift_resync_seconds),
+        diffbase=MemoryDiffBaseStorage(),
+    )
+    built.append(runtime)
+    return runtime
