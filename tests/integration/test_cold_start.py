@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from kubernetes import client
@@ -16,9 +17,12 @@ from kubernetes import client
 from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from opsync.core import desired
-from opsync.tooling.harness import ConnectServerProcess, request_delta
+from opsync.handlers.lifecycle import kopf_connections
+from opsync.kube import CONCURRENCY
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess, request_delta
 from tests.conftest import Cluster
 from tests.integration.helpers import (
+    CHILDREN,
     ITEM_NAME,
     ITEM_PATH,
     VAULT,
@@ -93,4 +97,61 @@ async def test_a_cold_start_lists_each_vault_once_and_leaves_only_the_finalizer(
         live = kube.apps.read_namespaced_deployment("app", namespace).metadata
         assert live.generation == app.metadata.generation == 1
         assert not [key for key in live.annotations or {} if key.startswith("opsync.io/")], live.annotations
+    client.CoreV1Api(api_client).delete_namespace(namespace)
+
+
+def connections_to(pid: int, port: int) -> int:
+    """The established TCP connections of process ``pid`` to ``port`` (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
+async def test_a_cold_start_keeps_kopfs_connections_within_their_bound(
+    cluster: Cluster,
+    crds_installed: None,
+    api_client: client.ApiClient,
+    kube: Kube,
+    own_connect: ConnectServerProcess,
+    tmp_path: Path,
+) -> None:
+    """kopf's stock session opens a connection per concurrent request, each holding a 256 KiB
+    TLS buffer: a cold start of many items left dozens open. Watching one namespace, kopf may
+    hold its 3 watch streams and 16 more; the kubernetes client's pool adds its own."""
+    async with ConnectClient(connect_config(own_connect)) as connect:
+        item = await new_item(connect, title="many", password="p")
+    namespace = make_namespace(api_client, "ocn-")
+    items = {f"many-{n}": f"vaults/{VAULT}/items/{item.id}" for n in range(150)}
+    kube.create_items(namespace, items)
+    operator = OperatorProcess.start(
+        CHILDREN,
+        log=tmp_path / "operator.log",
+        settings={
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "OP_CONNECT_HOST": own_connect.url,
+            "OP_CONNECT_TOKEN": own_connect.token,
+            "WATCH_NAMESPACE": namespace,
+            "OPSYNC_LEASE_NAME": f"ocn-{namespace}",
+        },
+    )
+    try:
+        await eventually(lambda: kube.readiness(namespace)[0] == len(items), within=120)
+        server = urlparse(api_client.configuration.host)
+        opened = connections_to(operator.pid, server.port or 443)
+        assert 0 < opened <= kopf_connections([namespace]) + CONCURRENCY, opened
+    finally:
+        operator.stop()
     client.CoreV1Api(api_client).delete_namespace(namespace)

@@ -7,8 +7,10 @@ logs in — is decided here, once, in the handlers kopf calls at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
 import kopf
 
 from opsync.core import desired
@@ -19,9 +21,55 @@ WORKER_LIMIT = 50
 """kopf workers per resource at most; see :func:`configure`."""
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The same credentials as the kubernetes client: in-cluster, else ``$KUBECONFIG``."""
-    return kopf.login_via_client(**kwargs)
+REQUEST_CONNECTIONS = 16
+"""kopf's connections to the API server for requests (finalizer and status patches), beside
+one per watch stream; the same as the kubernetes client's pool (:data:`opsync.kube.CONCURRENCY`)."""
+
+WATCHED_RESOURCES = 3
+"""The resources kopf watches (see :mod:`~opsync.handlers.registry`): one stream per namespace."""
+
+
+def exact(watch_namespaces: Sequence[str]) -> bool:
+    """Whether every watched namespace is named exactly (no pattern kopf must expand)."""
+    return not any(set(pattern) & set("*?[!,") for pattern in watch_namespaces)
+
+
+def kopf_connections(watch_namespaces: Sequence[str]) -> int:
+    """How many connections kopf may open to the API server; 0 is no limit.
+
+    kopf's own session has no limit: at a cold start its 50 workers per resource each open a
+    connection of their own, and every TLS connection holds a 256 KiB buffer for its lifetime.
+    A watch stream holds its connection as long as it runs, so the limit leaves room for every
+    stream and :data:`REQUEST_CONNECTIONS` more; with namespace patterns kopf discovers the
+    namespaces (and streams) itself, so there is no limit.
+    """
+    if not exact(watch_namespaces):
+        return 0
+    return WATCHED_RESOURCES * max(1, len(watch_namespaces)) + REQUEST_CONNECTIONS
+
+
+async def login(*, memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
+    """The same credentials as the kubernetes client (in-cluster, else ``$KUBECONFIG``), on a
+    session whose connections are bounded (:func:`kopf_connections`)."""
+    info = kopf.login_via_client(**kwargs)
+    if info is None:
+        return None
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=kopf_connections(runtime_of(memo).settings.watch_namespaces),
+            ssl=info.as_ssl_context(),
+        ),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+        aiohttp_session=session,
+    )
 
 
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -36,9 +84,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Exact namespace names (no globs): kopf need not list Namespaces nor watch CRDs, so
     # opsync needs no cluster-scoped permission (the Helm chart's per-namespace Roles);
     # otherwise kopf retries those requests' 403s for about a minute before it starts.
-    settings.scanning.disabled = bool(config.watch_namespaces) and not any(
-        set(pattern) & set("*?[!,") for pattern in config.watch_namespaces
-    )
+    settings.scanning.disabled = bool(config.watch_namespaces) and exact(config.watch_namespaces)
     # kopf starts a worker per object with no limit: at start-up with thousands of items that
     # is thousands of syncs in flight at once, all waiting for the same Connect and API
     # connections and each holding its bodies: peak memory with no gain in speed.
