@@ -8,6 +8,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
 INSTALLED := $(VENV)/.installed
+# opsync with its runtime dependencies only, as the image installs it: what `make bench` runs.
+RUNTIME_VENV ?= .venv-runtime
+RUNTIME := $(RUNTIME_VENV)/.installed
 PYTEST_ARGS ?=
 # Extra arguments for `make bench`, e.g. ARGS="--items 100".
 ARGS ?=
@@ -21,6 +24,13 @@ $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(RUNTIME): pyproject.toml $(shell find operator -name '*.py' -o -name '*.yaml' -o -name '*.json')
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps .
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet .
 	touch $@
 
 venv: $(INSTALLED) ## create the virtualenv and install opsync with its dev tools
@@ -57,8 +67,8 @@ unit: $(INSTALLED) ## fast tests only (no control plane)
 test: bins lint typecheck check-crds ## everything CI runs: lint, types, CRD drift, the whole pytest suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(INSTALLED) bins ## measure Connect requests, latency, memory, CPU, logs at 100, 1000 and 10000 items (ARGS="--items 100")
-	$(BIN)/python -m bench.run $(ARGS)
+bench: $(INSTALLED) $(RUNTIME) bins ## measure Connect requests, latency, memory, CPU, logs at 100, 1000 and 10000 items (ARGS="--items 100")
+	$(BIN)/python -m bench.run --python $(RUNTIME_VENV)/bin/python $(ARGS)
 
 # With KUBECONFIG and OP_CONNECT_HOST both set: the operator against that cluster and Connect.
 # Otherwise: the demo (local control plane + local Connect server + operator + examples/).

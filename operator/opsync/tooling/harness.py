@@ -64,9 +64,10 @@ class HarnessError(RuntimeError):
 # -- small helpers ---------------------------------------------------------------------------------
 
 
-def opsync_argv(*args: str) -> list[str]:
-    """``opsync ARGS`` run by this interpreter (so the child runs the same code as its owner)."""
-    return [sys.executable, "-m", "opsync", *args]
+def opsync_argv(*args: str, python: str | None = None) -> list[str]:
+    """``opsync ARGS`` run by ``python``; by default this interpreter (so the child runs the same
+    code as its owner)."""
+    return [python or sys.executable, "-m", "opsync", *args]
 
 
 def is_operator_setting(name: str) -> bool:
@@ -449,18 +450,20 @@ class OperatorProcess(ChildProcess):
         log_level: str | None = "info",
         metrics: bool = True,
         health: bool = False,
+        python: str | None = None,
     ) -> Self:
         """Start the operator with ``settings`` (its environment: ``KUBECONFIG``, ``OP_CONNECT_HOST``,
         ...) over a :func:`clean_env`, and ``args`` after the harness's flags: ``--log-level`` (unless
         None), /metrics on a free loopback port (``metrics``) and the health probes on one
-        (``health``), else off. Returns at once: wait with :meth:`wait_log` or :meth:`metric`."""
+        (``health``), else off; by ``python`` (an interpreter with opsync installed), else this
+        one. Returns at once: wait with :meth:`wait_log` or :meth:`metric`."""
         metrics_port = free_port() if metrics else None
         health_port = free_port() if health else None
         flags = [] if log_level is None else ["--log-level", log_level]
         flags += ["--metrics-bind-address", f"127.0.0.1:{metrics_port}" if metrics_port else "0"]
         flags += ["--health-probe-bind-address", f"127.0.0.1:{health_port}" if health_port else "0"]
         env = clean_env(settings, PYTHONUNBUFFERED="1")
-        process = children.popen(opsync_argv("run", *flags, *args), log=log, env=env)
+        process = children.popen(opsync_argv("run", *flags, *args, python=python), log=log, env=env)
         operator = cls(
             name="the operator",
             process=process,
