@@ -11,6 +11,7 @@ import yaml
 K8S = "kubernetesvault00000000001"
 PLATFORM = "platformvault0000000000001"
 DB = "dbcredentials0000000000001"
+API_TOKEN = "apitoken000000000000000001"
 UNKNOWN = "zzzzzzzzzzzzzzzzzzzzzzzzzz"
 ITEMS = f"/v1/vaults/{K8S}/items"
 SYMBOLS = "!#$%&()*+,-./:;<=>?@[]^_{|}~"
@@ -77,13 +78,36 @@ async def test_create_through_trailing_slash_route(server_api):
     assert reply.status == 200
 
 
+async def test_create_into_another_vault_than_the_body_names_uses_the_path(server_api):
+    # The Go SDK's CreateItem(GetItem(x, "Dev"), "Prod") sends the source item as it was read:
+    # its id, its vault.id (the source vault), its version and timestamps. The path decides.
+    source = (await server_api.get(f"/v1/vaults/{PLATFORM}/items/{API_TOKEN}")).json()
+    before = await _vault(server_api, K8S)
+    reply = await server_api.post(ITEMS, source)
+    assert reply.status == 200, reply.json()
+    copy = reply.json()
+    assert copy["vault"] == {"id": K8S}
+    assert copy["id"] != API_TOKEN and copy["version"] == 1
+    assert copy["title"] == source["title"]
+    stored = await server_api.get(f"{ITEMS}/{copy['id']}")
+    assert stored.status == 200 and stored.json()["vault"] == {"id": K8S}
+    assert (await _vault(server_api, K8S))["items"] == before["items"] + 1
+    original = await server_api.get(f"/v1/vaults/{PLATFORM}/items/{API_TOKEN}")
+    assert original.json()["version"] == source["version"]
+    # A replace still refuses a body naming another vault.
+    mismatched = await server_api.put(f"{ITEMS}/{copy['id']}", {**copy, "vault": {"id": PLATFORM}})
+    assert (mismatched.status, mismatched.json()["message"]) == (
+        400,
+        "Validation: the item's vault.id does not match the vault in the path",
+    )
+
+
 async def test_invalid_bodies_are_400_with_status_and_message(server_api):
     bad = [
         ({"title": "x", "category": "CUSTOM"}, "Invalid item category"),
         ({"title": "x", "category": "DOCUMENT"}, "Invalid item category"),
         ({"title": "x", "category": "SPACESHIP"}, "Invalid item category"),
         ({"title": "x"}, "Invalid item category"),
-        ({"category": "LOGIN", "vault": {"id": PLATFORM}}, "vault.id does not match"),
         ({"category": "LOGIN", "fields": [{"type": "WHATEVER"}]}, "unknown field type"),
         ({"category": "LOGIN", "fields": [{"purpose": "PIN"}]}, "unknown field purpose"),
         ({"category": "LOGIN", "fields": [{"type": "DATE", "value": "31/12/2024"}]}, "YYYY-MM-DD"),

@@ -130,11 +130,18 @@ def build_item(
 
     ``existing`` is the stored item for a replace or patch (its files and creation
     time are kept), None for a create. ``item_id`` is the id in the path, if any.
+
+    On a create the path decides: the body's ``id`` and ``vault.id`` are ignored, as
+    Connect does. The Go SDK does not rewrite the vault, so copying an item into
+    another vault (``CreateItem(GetItem(x, "Dev"), "Prod")``) sends the source
+    vault's id. On a replace or patch (``item_id`` given) an ``id`` or ``vault.id``
+    that differs from the path is refused, as the behaviour notes recommend.
     """
-    if body.vault is not None and body.vault.id and body.vault.id != vault_id:
-        raise InvalidItem("Validation: the item's vault.id does not match the vault in the path")
-    if item_id is not None and body.id and body.id != item_id:
-        raise InvalidItem("Validation: the item's id does not match the item in the path")
+    if item_id is not None:
+        if body.vault is not None and body.vault.id and body.vault.id != vault_id:
+            raise InvalidItem("Validation: the item's vault.id does not match the vault in the path")
+        if body.id and body.id != item_id:
+            raise InvalidItem("Validation: the item's id does not match the item in the path")
     category = _category(body.category, existing)
     sections = _sections(body.sections or [])
     fields = _fields(body.fields or [], sections, existing)
