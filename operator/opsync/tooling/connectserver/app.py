@@ -126,14 +126,16 @@ class _Context:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def match_route(method: str, raw_path: str) -> tuple[Route | None, dict[str, str], bool]:
-    """The route for this request, its path parameters, and whether the path exists for another method.
+def match_route(method: str, raw_path: str) -> tuple[Route | None, dict[str, str], tuple[str, ...]]:
+    """The route for this request, its path parameters, and the methods the path accepts.
 
     Empty segments are ignored, so ``/v1/vaults/``, ``//v1/vaults`` and ``/v1/vaults`` are one route.
+    No route and some methods means 405 (with ``Allow``); no route and no methods means 404.
     """
     path = raw_path.split("?", 1)[0]
     segments = [urllib.parse.unquote(part) for part in path.split("/") if part]
-    other_method = False
+    allowed: list[str] = []
+    found: tuple[Route, dict[str, str]] | None = None
     for route in ROUTES:
         template = route.segments
         if len(template) != len(segments):
@@ -145,10 +147,12 @@ def match_route(method: str, raw_path: str) -> tuple[Route | None, dict[str, str
             elif expected != actual:
                 break
         else:
+            allowed.append(route.method)
             if route.method == method:
-                return route, params, False
-            other_method = True
-    return None, {}, other_method
+                found = route, params
+    if found is not None:
+        return found[0], found[1], tuple(allowed)
+    return None, {}, tuple(allowed)
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -189,11 +193,11 @@ class ConnectApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        route, params, other_method = match_route(request.method, request.raw_path)
+        route, params, allowed = match_route(request.method, request.raw_path)
         endpoint = route.template if route is not None else UNMATCHED
         status = "500"
         try:
-            response = await self._serve(request, route, params, other_method)
+            response = await self._serve(request, route, params, allowed)
             status = str(response.status)
             return response
         except _Dropped:
@@ -205,11 +209,12 @@ class ConnectApi:
             access_logger.info("%s %s -> %s (%.1f ms)", request.method, request.path, status, elapsed * 1000)
 
     async def _serve(
-        self, request: web.Request, route: Route | None, params: dict[str, str], other_method: bool
+        self, request: web.Request, route: Route | None, params: dict[str, str], allowed: tuple[str, ...]
     ) -> web.StreamResponse:
         if route is None:
-            if other_method:
-                return error_response(405, "Method Not Allowed")
+            if allowed:
+                # RFC 9110 §15.5.6: a 405 lists the methods the path accepts.
+                return error_response(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
             return error_response(404, "Not Found")
         context = _Context(request, params)
         try:
