@@ -57,6 +57,7 @@ async def test_metadata_annotations_make_a_secret_owned_by_the_deployment(
     assert not reference.controller and not reference.block_owner_deletion
     assert secret.metadata.annotations[ITEM_PATH] == f"vaults/{item.vault.id}/items/{item.id}"
     assert secret.metadata.annotations["operator.1password.io/item-version"] == str(item.version)
+    assert secret.metadata.annotations[ITEM_NAME] == "app-creds"  # as the official operator sets it
     live = kube.apps.read_namespaced_deployment("app", op_namespace)
     assert FINALIZER in live.metadata.finalizers
     await eventually(lambda: [e for e in kube.events(op_namespace, "app") if e.reason == "SecretSynced"])
@@ -74,6 +75,8 @@ async def test_pod_template_annotations_work_too_and_the_name_is_sanitised(
     )
     await eventually(lambda: kube.secret_data(op_namespace, "web-creds-v2") == {"token": b"t0k"})
     assert owners(kube, op_namespace, "web-creds-v2") == [("apps/v1", "Deployment", "web", web["uid"])]
+    secret = kube.secret(op_namespace, "web-creds-v2")
+    assert secret is not None and secret.metadata.annotations[ITEM_NAME] == "Web Creds_v2"  # as given
 
 
 async def test_a_deployment_without_item_name_gets_a_warning_and_no_secret(

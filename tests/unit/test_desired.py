@@ -108,6 +108,13 @@ def test_without_copying_only_auto_restart_comes_from_the_owner() -> None:
     }
 
 
+def test_an_annotation_mode_secret_names_itself_as_the_deployment_did() -> None:
+    given = {desired.ITEM_NAME: "Web Creds_v2"}
+    assert build(owner=APP, annotations=given).annotations[desired.ITEM_NAME] == "Web Creds_v2"
+    # The official operator sets it in annotation mode only; a OnePasswordItem's is not copied.
+    assert desired.ITEM_NAME not in build(owner=CR, annotations=given).annotations
+
+
 def test_copying_skips_bookkeeping_and_1password_annotations_and_records_what_it_copied() -> None:
     wanted = build(annotations=OWNER_ANNOTATIONS, copy_annotations=True)
     assert wanted.annotations == {

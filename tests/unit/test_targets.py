@@ -12,7 +12,7 @@ def deployment(annotations: dict[str, str]) -> dict[str, Any]:
     return {"metadata": {"name": "app", "namespace": "ns", "uid": "u1", "annotations": annotations}}
 
 
-def test_an_annotated_deployment_names_its_secret_and_keeps_only_auto_restart() -> None:
+def test_an_annotated_deployment_names_its_secret_and_keeps_only_auto_restart_and_item_name() -> None:
     target = deployment_target(
         deployment(
             {
@@ -26,7 +26,8 @@ def test_an_annotated_deployment_names_its_secret_and_keeps_only_auto_restart() 
     assert target is not None
     assert (target.namespace, target.secret_name, target.item_path) == ("ns", "app-creds", "vaults/v/items/i")
     assert target.owner == desired.Owner("apps/v1", "Deployment", "app", "u1")
-    assert dict(target.annotations) == {desired.AUTO_RESTART: "true"}
+    # item-name goes onto the Secret as given, as the official operator sets it.
+    assert dict(target.annotations) == {desired.AUTO_RESTART: "true", desired.ITEM_NAME: "App Creds!"}
 
 
 def test_a_deployment_without_item_name_has_no_target() -> None:

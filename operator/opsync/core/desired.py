@@ -147,6 +147,9 @@ def build(
         annotations[COPIED_ANNOTATIONS] = ",".join(sorted(annotations))
     if AUTO_RESTART in owner_annotations:
         annotations[AUTO_RESTART] = owner_annotations[AUTO_RESTART]
+    if owner.kind == DEPLOYMENT_KIND and ITEM_NAME in owner_annotations:
+        # As the official operator: the annotation-mode Secret names itself as the Deployment did.
+        annotations[ITEM_NAME] = owner_annotations[ITEM_NAME]
     annotations[ITEM_PATH] = resolved_path
     annotations[ITEM_VERSION] = str(item_version)
     if len(items) > 1:

@@ -136,7 +136,9 @@ def deployment_target(body: Mapping[str, Any]) -> Target | None:
         namespace=body["metadata"]["namespace"],
         secret_name=sanitize_secret_name(name),
         item_path=annotations.get(desired_mod.ITEM_PATH),
-        annotations={k: v for k, v in annotations.items() if k == desired_mod.AUTO_RESTART},
+        annotations={
+            k: v for k, v in annotations.items() if k in (desired_mod.AUTO_RESTART, desired_mod.ITEM_NAME)
+        },
     )
 
 
@@ -160,6 +162,10 @@ class Outcome:
     """Every item composed, as (resolved path, version), in the target's order."""
     fetched: tuple[Fetched, ...] = field(default=(), compare=False, repr=False)
     """The items as read, so that a poll can re-compose when only one of several changed."""
+    content_checked: bool = False
+    """Whether the Secret's type has content rules (its status gets a ContentValid condition)."""
+    content_problem: str | None = None
+    """What is wrong with the content, written anyway (``typeCheck: Warn``); None when valid."""
 
     @property
     def data_changed(self) -> bool:
@@ -373,7 +379,13 @@ class Reconciler:
         )
         wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
         outcome = await self._apply(wanted, existing, resolved, version, composed.skipped)
-        return dataclasses.replace(outcome, items=items, fetched=tuple(fetched))
+        return dataclasses.replace(
+            outcome,
+            items=items,
+            fetched=tuple(fetched),
+            content_checked=composed.content_checked,
+            content_problem=composed.content_problem,
+        )
 
     def _check_ownership(self, target: Target, existing: SecretState | None) -> None:
         if (
