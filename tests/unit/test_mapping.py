@@ -154,6 +154,22 @@ CASES: list[tuple[str, FullItem, dict[str, bytes], dict[str, bytes]]] = [
         {},
     ),
     (
+        # A deviation, on purpose: the official operator keeps "." and ".." as keys (they are
+        # valid by its check) and the API server then refuses the whole Secret. opsync skips
+        # them, writes the rest and names them in the status (see the test below).
+        "labels '.' and '..' are skipped, the rest is written",
+        item(
+            fields=[
+                {"id": "a", "label": ".", "value": "one"},
+                {"id": "b", "label": "..", "value": "two"},
+                {"id": "c", "label": "kept", "value": "three"},
+            ],
+            files=[{"id": "f1", "name": ".."}],
+        ),
+        {"f1": b"x"},
+        {"kept": b"three"},
+    ),
+    (
         "empty files are skipped",
         item(files=[{"id": "f1", "name": "empty.txt"}]),
         {"f1": b""},
@@ -193,6 +209,16 @@ def test_skipped_entries_name_the_reason_but_never_the_value() -> None:
     reasons = {(s.source, s.name): s.reason for s in mapped.skipped}
     assert set(reasons) == {("field", "???"), ("field", "e"), ("file", "missing")}
     assert "canary" not in repr(mapped)
+
+
+def test_labels_dot_and_dot_dot_are_named_as_skipped() -> None:
+    source = item(
+        fields=[{"id": "a", "label": ".", "value": "v"}, {"id": "b", "label": "..", "value": "v"}],
+        files=[{"id": "f1", "name": "."}],
+    )
+    skipped = mapping.item_to_data(source, {"f1": b"x"}).skipped
+    assert {(s.source, s.name) for s in skipped} == {("field", "."), ("field", ".."), ("file", ".")}
+    assert all("Secret key" in s.reason for s in skipped), skipped
 
 
 def test_a_file_key_taken_by_a_field_is_reported() -> None:
