@@ -700,6 +700,13 @@ async def test_typed_secrets_are_built_and_checked(shaping: Shaping) -> None:
         type_="kubernetes.io/ssh-auth",
         itemPath=path("ssh"),
         fields=[pick("private key", "ssh-privatekey")],
+        typeCheck="Strict",
+    )
+    shaping.create(
+        "ssh-as-given",
+        type_="kubernetes.io/ssh-auth",
+        itemPath=path("ssh"),
+        fields=[pick("private key", "ssh-privatekey")],
     )
     shaping.create(
         "basic",
@@ -712,8 +719,15 @@ async def test_typed_secrets_are_built_and_checked(shaping: Shaping) -> None:
         type_="kubernetes.io/tls",
         itemPath=path("tls-broken"),
         fields=[pick("certificate", "tls.crt"), pick("file:server.key", "tls.key")],
+        typeCheck="Strict",
     )
-    for name in ("tls", "registry", "ssh", "basic"):
+    shaping.create(
+        "tls-written-anyway",
+        type_="kubernetes.io/tls",
+        itemPath=path("tls-broken"),
+        fields=[pick("certificate", "tls.crt"), pick("file:server.key", "tls.key")],
+    )
+    for name in ("tls", "registry", "ssh", "ssh-as-given", "basic", "tls-written-anyway"):
         await shaping.ready(name)
 
     tls = shaping.secret("tls")
@@ -739,10 +753,31 @@ async def test_typed_secrets_are_built_and_checked(shaping: Shaping) -> None:
     assert shaping.secret("basic").type == "kubernetes.io/basic-auth"
     assert shaping.data("basic") == {"username": b"admin", "password": DB_PASSWORD.encode()}
 
+    # Not asked to convert (typeCheck: Strict): the key is written as 1Password holds it.
+    assert shaping.data("ssh-as-given") == {"ssh-privatekey": SSH_PKCS8}
+
+    def content(name: str) -> dict[str, Any]:
+        (found,) = [c for c in shaping.status(name)["conditions"] if c["type"] == "ContentValid"]
+        return dict(found)
+
+    assert (content("tls")["status"], content("tls")["reason"]) == ("True", "Valid")
+    assert content("ssh-as-given")["status"] == "True"
+
+    # Strict: refused, nothing written.
     condition = await shaping.failed("tls-broken", "InvalidSecretData")
     assert "tls.crt" in condition["message"]
     assert shaping.find("tls-broken") is None
     await shaping.event("tls-broken", "InvalidSecretData")
+
+    # The default, as the official operator: written as the item holds it, Ready, and the
+    # finding in ContentValid and a Warning Event.
+    assert shaping.secret("tls-written-anyway").type == "kubernetes.io/tls"
+    assert shaping.data("tls-written-anyway") == {"tls.crt": BROKEN_CERT, "tls.key": TLS_KEY}
+    finding = content("tls-written-anyway")
+    assert (finding["status"], finding["reason"]) == ("False", "InvalidSecretData")
+    assert "tls.crt" in finding["message"]
+    warning = await shaping.event("tls-written-anyway", "InvalidSecretData")
+    assert warning.type == "Warning"
 
 
 # -- 7. the Secret's name, labels and annotations ------------------------------------------------

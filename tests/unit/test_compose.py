@@ -231,20 +231,41 @@ def test_metadata_templates_see_no_values() -> None:
     assert fail(reserved, DB).reason == "InvalidSpec"
 
 
-def test_typed_secret_is_checked_before_writing() -> None:
-    error = fail(
-        {**DB_PATH, "fields": [{"field": "password", "key": "tls.key"}]}, DB, type_="kubernetes.io/tls"
-    )
-    assert error.reason == "MissingSecretKey" and "tls.crt" in str(error)
-    bad = fail(
-        {
-            **DB_PATH,
-            "fields": [{"field": "username", "key": "tls.crt"}, {"field": "password", "key": "tls.key"}],
-        },
-        DB,
-        type_="kubernetes.io/tls",
-    )
+TLS_FIELDS = {
+    **DB_PATH,
+    "fields": [{"field": "username", "key": "tls.crt"}, {"field": "password", "key": "tls.key"}],
+}
+
+
+def test_a_missing_required_key_is_refused_in_either_mode() -> None:
+    # The API server would refuse such a Secret too: nothing can be written.
+    for check in ({}, {"typeCheck": "Strict"}):
+        error = fail(
+            {**DB_PATH, "fields": [{"field": "password", "key": "tls.key"}], **check},
+            DB,
+            type_="kubernetes.io/tls",
+        )
+        assert error.reason == "MissingSecretKey" and "tls.crt" in str(error)
+
+
+def test_strict_refuses_content_that_breaks_a_rule() -> None:
+    bad = fail({**TLS_FIELDS, "typeCheck": "Strict"}, DB, type_="kubernetes.io/tls")
     assert bad.reason == "InvalidSecretData" and "s3cret" not in str(bad)
+
+
+def test_by_default_invalid_content_is_written_as_given_and_the_problem_reported() -> None:
+    # As the official operator: a tls Secret with placeholder PEM is written unchanged.
+    composed = run(TLS_FIELDS, DB, type_="kubernetes.io/tls")
+    assert composed.type == "kubernetes.io/tls"
+    assert dict(composed.data) == {"tls.crt": b"admin", "tls.key": b"s3cret"}
+    assert composed.content_checked
+    assert composed.content_problem is not None and "tls.crt" in composed.content_problem
+    assert "s3cret" not in composed.content_problem and "admin" not in composed.content_problem
+
+
+def test_an_opaque_secret_has_no_content_rules() -> None:
+    composed = run(DB_PATH, DB)
+    assert not composed.content_checked and composed.content_problem is None
 
 
 def test_ssh_key_is_converted_to_openssh() -> None:
@@ -253,9 +274,16 @@ def test_ssh_key_is_converted_to_openssh() -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     ssh = fetched("sshsshsshsshsshsshsshsshss", "deploy key", {"private key": pkcs8.decode()})
-    spec = {"itemPath": "vaults/v/items/ssh", "fields": [{"field": "private key", "key": "ssh-privatekey"}]}
+    spec = {
+        "itemPath": "vaults/v/items/ssh",
+        "fields": [{"field": "private key", "key": "ssh-privatekey"}],
+        "typeCheck": "Strict",
+    }
     out = run(spec, ssh, type_="kubernetes.io/ssh-auth").data["ssh-privatekey"]
     assert out.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    # Not asked for: kept as the item holds it (the official operator converts nothing).
+    lenient = run({**spec, "typeCheck": "Warn"}, ssh, type_="kubernetes.io/ssh-auth")
+    assert lenient.data["ssh-privatekey"] == pkcs8 and lenient.content_problem is None
 
 
 def test_basic_auth() -> None:

@@ -319,3 +319,63 @@ async def test_under_the_official_crd_a_repeated_failure_posts_one_warning(clock
         retry=0,
     )  # type: ignore[arg-type]
     assert [r for _, r, _ in other.events] == ["VaultNotFound"] and len(other.patches) == 1
+
+
+# -- ContentValid --------------------------------------------------------------------------------
+
+PROBLEM = "tls.crt: not PEM certificates; store one or more BEGIN CERTIFICATE blocks"
+WRITTEN_ANYWAY = Outcome("created", "vaults/vid/items/iid", 3, content_checked=True, content_problem=PROBLEM)
+
+
+def conditions(status: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+async def test_content_written_anyway_is_ready_with_content_valid_false_and_one_warning(
+    clock: list[str],
+) -> None:
+    kube = FakeKube()
+    await reporting.report_success(kube, TARGET, WRITTEN_ANYWAY, body=body())  # type: ignore[arg-type]
+    (status,) = kube.patches
+    assert conditions(status) == {"Ready": ("True", "Synced"), "ContentValid": ("False", "InvalidSecretData")}
+    assert ("Warning", "InvalidSecretData", PROBLEM) in kube.events
+
+    # The same finding at the next sync: no second Warning, no status write.
+    again = FakeKube()
+    steady = Outcome("unchanged", "vaults/vid/items/iid", 3, content_checked=True, content_problem=PROBLEM)
+    clock.append(T1)
+    message = reporting.success_message(TARGET, steady)
+    current = reporting.new_status(
+        status, ready=True, reason=Reason.Synced, message=message, generation=1, outcome=steady
+    )
+    await reporting.report_success(again, TARGET, steady, body=body(current))  # type: ignore[arg-type]
+    assert again.events == [] and again.patches == []
+
+
+async def test_fixed_content_turns_content_valid_true_and_opaque_drops_it(clock: list[str]) -> None:
+    kube = FakeKube()
+    bad = reporting.new_status(
+        None, ready=True, reason=Reason.Synced, message="ok", generation=1, outcome=WRITTEN_ANYWAY
+    )
+    fixed = Outcome("updated", "vaults/vid/items/iid", 4, ("data",), content_checked=True)
+    await reporting.report_success(kube, TARGET, fixed, body=body(bad))  # type: ignore[arg-type]
+    assert conditions(kube.patches[0])["ContentValid"] == ("True", "Valid")
+    assert not [e for e in kube.events if e[0] == "Warning"]
+
+    opaque = Outcome("updated", "vaults/vid/items/iid", 5, ("data",))
+    later = FakeKube()
+    await reporting.report_success(later, TARGET, opaque, body=body(kube.patches[0]))  # type: ignore[arg-type]
+    assert set(conditions(later.patches[0])) == {"Ready"}
+
+
+async def test_a_failure_keeps_the_content_condition(clock: list[str]) -> None:
+    kube = FakeKube()
+    bad = reporting.new_status(
+        None, ready=True, reason=Reason.Synced, message="ok", generation=1, outcome=WRITTEN_ANYWAY
+    )
+    failure = Failure(Reason.ItemNotFound, "no item", retryable=False)
+    await reporting.report_failure(kube, TARGET, failure, body=body(bad), retry=0)  # type: ignore[arg-type]
+    assert conditions(kube.patches[0]) == {
+        "Ready": ("False", "ItemNotFound"),
+        "ContentValid": ("False", "InvalidSecretData"),
+    }

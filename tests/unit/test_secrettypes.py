@@ -65,9 +65,14 @@ def public_bytes(key: PrivateKeyTypes) -> bytes:
     return key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
+def prepare(secret_type: str, data: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Strict preparation (``typeCheck: Strict``): checked, converted, refused when invalid."""
+    return secrettypes.prepare(secret_type, data, strict=True).data
+
+
 def refused(secret_type: str, data: Mapping[str, bytes], reason: str = "InvalidSecretData") -> SpecError:
     with pytest.raises(SpecError) as caught:
-        secrettypes.prepare(secret_type, data)
+        secrettypes.prepare(secret_type, data, strict=True)
     assert caught.value.reason == reason
     return caught.value
 
@@ -86,7 +91,7 @@ def test_docker_config_json_round_trip() -> None:
     assert entry == {"username": "octocat", "password": "s3cr:et", "auth": entry["auth"]}
     assert base64.b64decode(entry["auth"]) == b"octocat:s3cr:et"
     assert (
-        secrettypes.prepare(secrettypes.DOCKER_CONFIG_JSON, {".dockerconfigjson": out})[".dockerconfigjson"]
+        prepare(secrettypes.DOCKER_CONFIG_JSON, {".dockerconfigjson": out})[".dockerconfigjson"]
         == out
     )
 
@@ -118,7 +123,7 @@ def test_docker_config_json_refuses(server: str, username: str, password: str, p
 @pytest.mark.parametrize("secret_type", ["Opaque", "", "example.com/custom"])
 def test_untyped_and_unknown_types_pass_through(secret_type: str) -> None:
     data = {"tls.key": b"not a key", "x": b"\x00\xff"}
-    out = secrettypes.prepare(secret_type, data)
+    out = prepare(secret_type, data)
     assert out == data
     assert out is not data
 
@@ -173,7 +178,7 @@ def test_dockerconfigjson_refused(value: bytes, problem: str) -> None:
 
 def test_dockercfg() -> None:
     data = {".dockercfg": b'{"ghcr.io": {"auth": "dTpw"}}'}
-    assert secrettypes.prepare(secrettypes.DOCKER_CFG, data) == data
+    assert prepare(secrettypes.DOCKER_CFG, data) == data
     assert "not an object" in str(refused(secrettypes.DOCKER_CFG, {".dockercfg": b'"x"'}))
     assert "not valid JSON" in str(refused(secrettypes.DOCKER_CFG, {".dockercfg": b"x"}))
 
@@ -185,7 +190,7 @@ def test_dockercfg() -> None:
     "data", [{"username": b"u"}, {"password": b"p"}, {"username": b"u", "password": b"p"}]
 )
 def test_basic_auth_needs_one_of_username_password(data: dict[str, bytes]) -> None:
-    assert secrettypes.prepare(secrettypes.BASIC_AUTH, data) == data
+    assert prepare(secrettypes.BASIC_AUTH, data) == data
 
 
 def test_basic_auth_without_either() -> None:
@@ -203,7 +208,7 @@ def assert_openssh_of(out: bytes, key: PrivateKeyTypes) -> None:
 
 
 def ssh(value: bytes) -> bytes:
-    return secrettypes.prepare(secrettypes.SSH_AUTH, {"ssh-privatekey": value, "known_hosts": b"k"})[
+    return prepare(secrettypes.SSH_AUTH, {"ssh-privatekey": value, "known_hosts": b"k"})[
         "ssh-privatekey"
     ]
 
@@ -228,7 +233,7 @@ def test_ssh_pem_converted_to_openssh(
 
 
 def test_ssh_keeps_other_keys(ec_key: ec.EllipticCurvePrivateKey) -> None:
-    out = secrettypes.prepare(
+    out = prepare(
         secrettypes.SSH_AUTH, {"ssh-privatekey": pem(ec_key, PrivateFormat.PKCS8), "a": b"b"}
     )
     assert out["a"] == b"b"
@@ -303,25 +308,25 @@ def test_ssh_key_types_openssh_cannot_use(make_key: Callable[[], PrivateKeyTypes
 @pytest.mark.parametrize("make_key", ["rsa", "ec", "ed25519"])
 def test_tls_valid_kept_as_given(make_key: str, keys: dict[str, CertificateIssuerPrivateKeyTypes]) -> None:
     data = tls_data(keys[make_key])
-    assert secrettypes.prepare(secrettypes.TLS, data) == data
+    assert prepare(secrettypes.TLS, data) == data
 
 
 @pytest.mark.parametrize("form", [PrivateFormat.TraditionalOpenSSL, PrivateFormat.PKCS8])
 def test_tls_key_forms(form: PrivateFormat, rsa_key: rsa.RSAPrivateKey) -> None:
     data = {"tls.crt": certificate(rsa_key), "tls.key": pem(rsa_key, form)}
-    assert secrettypes.prepare(secrettypes.TLS, data) == data
+    assert prepare(secrettypes.TLS, data) == data
 
 
 def test_tls_whitespace_stripped_newline_added(ec_key: ec.EllipticCurvePrivateKey) -> None:
     clean = tls_data(ec_key) | {"ca.crt": certificate(ec_key)}
     messy = {key: b"\n  " + value.rstrip() + b" \t" for key, value in clean.items()}
-    assert secrettypes.prepare(secrettypes.TLS, messy) == clean
+    assert prepare(secrettypes.TLS, messy) == clean
 
 
 def test_tls_crlf_normalised(ec_key: ec.EllipticCurvePrivateKey) -> None:
     clean = tls_data(ec_key)
     crlf = {key: value.replace(b"\n", b"\r\n") for key, value in clean.items()}
-    assert secrettypes.prepare(secrettypes.TLS, crlf) == clean
+    assert prepare(secrettypes.TLS, crlf) == clean
 
 
 def chain(ec_key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes, bytes]:
@@ -337,7 +342,7 @@ def chain(ec_key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes, bytes]:
 def test_tls_chain(ec_key: ec.EllipticCurvePrivateKey) -> None:
     leaf, ca, key = chain(ec_key)
     data = {"tls.crt": leaf + ca, "tls.key": key, "ca.crt": ca}
-    assert secrettypes.prepare(secrettypes.TLS, data) == data
+    assert prepare(secrettypes.TLS, data) == data
 
 
 def test_tls_chain_leaf_not_first(ec_key: ec.EllipticCurvePrivateKey) -> None:
@@ -386,7 +391,7 @@ def test_tls_key_in_openssh_format_refused(ec_key: ec.EllipticCurvePrivateKey) -
 
 def test_bootstrap_token_valid() -> None:
     data = {"token-id": b"abc123", "token-secret": b"0123456789abcdef", "usage-bootstrap-signing": b"true"}
-    assert secrettypes.prepare(secrettypes.BOOTSTRAP_TOKEN, data) == data
+    assert prepare(secrettypes.BOOTSTRAP_TOKEN, data) == data
 
 
 @pytest.mark.parametrize(
@@ -469,3 +474,51 @@ def test_no_key_material_in_mismatch_error(ec_key: ec.EllipticCurvePrivateKey) -
     text = str(refused(secrettypes.TLS, data))
     assert "BEGIN" not in text
     assert all(line.decode() not in text for value in data.values() for line in value.splitlines()[1:-1])
+
+
+# Lenient (the default, typeCheck: Warn): only what the API server refuses stops a write.
+
+
+@pytest.mark.parametrize(
+    ("secret_type", "data", "reason"),
+    [
+        (secrettypes.TLS, {"tls.crt": b"x"}, "MissingSecretKey"),
+        (secrettypes.SSH_AUTH, {}, "MissingSecretKey"),
+        (secrettypes.BASIC_AUTH, {"other": b"x"}, "MissingSecretKey"),
+        (secrettypes.DOCKER_CONFIG_JSON, {".dockerconfigjson": b"{not json"}, "InvalidSecretData"),
+        (secrettypes.DOCKER_CONFIG_JSON, {".dockerconfigjson": b"[1]"}, "InvalidSecretData"),
+        (secrettypes.DOCKER_CFG, {".dockercfg": b"nope"}, "InvalidSecretData"),
+        (secrettypes.SERVICE_ACCOUNT_TOKEN, {"token": b"t"}, "InvalidSecretData"),
+    ],
+)
+def test_lenient_refuses_what_the_api_server_refuses(
+    secret_type: str, data: Mapping[str, bytes], reason: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        secrettypes.prepare(secret_type, data, strict=False)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("secret_type", "data", "named"),
+    [
+        (secrettypes.TLS, {"tls.crt": b"placeholder-canary", "tls.key": b"placeholder-canary"}, "tls.crt"),
+        (secrettypes.SSH_AUTH, {"ssh-privatekey": b"not-a-key-canary"}, "ssh-privatekey"),
+        (secrettypes.DOCKER_CONFIG_JSON, {".dockerconfigjson": b'{"x": 1}'}, "auths"),
+        (secrettypes.BOOTSTRAP_TOKEN, {"token-id": b"ABC-canary"}, "token-secret"),
+    ],
+)
+def test_lenient_writes_invalid_content_unchanged_and_says_what_is_wrong(
+    secret_type: str, data: Mapping[str, bytes], named: str
+) -> None:
+    prepared = secrettypes.prepare(secret_type, data, strict=False)
+    assert prepared.data == dict(data)
+    assert prepared.problem is not None and named in prepared.problem
+    assert "canary" not in prepared.problem
+
+
+def test_lenient_keeps_valid_content_as_given_without_normalising() -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    crlf = pem(key, PrivateFormat.PKCS8).replace(b"\n", b"\r\n") + b"  "
+    prepared = secrettypes.prepare(secrettypes.SSH_AUTH, {"ssh-privatekey": crlf}, strict=False)
+    assert prepared.data == {"ssh-privatekey": crlf} and prepared.problem is None

@@ -74,6 +74,10 @@ class Composed:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     skipped: tuple[Skipped, ...] = ()
+    content_checked: bool = False
+    """Whether the type has content rules (see :mod:`opsync.core.secrettypes`)."""
+    content_problem: str | None = None
+    """What the checks found wrong with content written anyway (``typeCheck: Warn``)."""
 
 
 def _collision(key: str, first: str, second: str) -> SpecError:
@@ -154,14 +158,18 @@ def _mapped(
     return keys, tuple(skipped)
 
 
-def _typed(secret_type: str, data: Mapping[str, bytes]) -> dict[str, bytes]:
-    """The data checked and converted for its type. An Opaque Secret has no rules, so the type
-    checks (and the cryptography library they load) are imported only for the other types."""
+def _typed(
+    secret_type: str, data: Mapping[str, bytes], *, strict: bool
+) -> tuple[dict[str, bytes], bool, str | None]:
+    """The data checked (and with ``strict`` converted) for its type, whether the type has
+    rules, and what is wrong with content written anyway. An Opaque Secret has no rules, so the
+    type checks (and the cryptography library they load) are imported only for the other types."""
     if secret_type == "Opaque":  # noqa: S105 - a type name
-        return dict(data)
+        return dict(data), False, None
     from opsync.core import secrettypes
 
-    return secrettypes.prepare(secret_type, data)
+    prepared = secrettypes.prepare(secret_type, data, strict=strict)
+    return prepared.data, secrettypes.has_rules(secret_type), prepared.problem
 
 
 def _text(got: Fetched, selector: str) -> str:
@@ -363,11 +371,22 @@ def compose(
     if spec is not None and rendered:
         keys = _rendered(spec, fetched, keys)
     labels, annotations = _metadata(spec, fetched) if spec is not None else ({}, {})
-    data = _typed(secret_type, keys.data)
+    # Strict where asked, and for dockerConfig (opsync's own typed feature); otherwise the
+    # content is written as the official operator writes it, and what is wrong is reported.
+    strict = spec is not None and (spec.typeCheck == "Strict" or docker)
+    data, checked, problem = _typed(secret_type, keys.data, strict=strict)
     size = sum(len(key) + len(value) for key, value in data.items())
     if size > MAX_DATA_BYTES:
         raise SpecError(
             f"the Secret would hold {size} bytes; Kubernetes allows 1 MiB. Select fewer fields or files",
             reason=Reason.SecretTooLarge,
         )
-    return Composed(SecretData(data), secret_type, labels, annotations, skipped)
+    return Composed(
+        SecretData(data),
+        secret_type,
+        labels,
+        annotations,
+        skipped,
+        content_checked=checked,
+        content_problem=problem,
+    )

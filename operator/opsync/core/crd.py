@@ -250,6 +250,15 @@ class OnePasswordItemSpec(_Model):
             "without opsync's ownerReference."
         ),
     )
+    typeCheck: Literal["Warn", "Strict"] | None = Field(
+        default=None,
+        description=(
+            "How the content of a typed Secret (top-level type) is checked. Warn (default): "
+            "written as the item holds it, as the official operator does; what is wrong shows "
+            "in the ContentValid condition and a Warning Event. Strict: checked, normalised and "
+            "converted (an SSH key to OpenSSH) before writing, and refused when invalid."
+        ),
+    )
 
     _check = field_validator("itemPath")(_check_item_path)
 
@@ -271,7 +280,9 @@ class OnePasswordItemSpec(_Model):
 class Condition(_Model):
     """A status condition, as in metav1.Condition."""
 
-    type: str = Field(description="The condition type; opsync sets 'Ready'.")
+    type: str = Field(
+        description="The condition type: 'Ready', and 'ContentValid' for a typed Secret (top-level type)."
+    )
     status: str = Field(description="True, False or Unknown.")
     reason: str | None = Field(default=None, description="A CamelCase reason, e.g. Synced or ItemNotFound.")
     message: str | None = Field(default=None, description="What happened and, on failure, what to fix.")
@@ -289,7 +300,9 @@ class ItemStatus(_Model):
 class OnePasswordItemStatus(_Model):
     """What opsync last did with this item."""
 
-    conditions: list[Condition] = Field(description="Ready and its reason.")
+    conditions: list[Condition] = Field(
+        description="Ready and its reason; ContentValid when the Secret's type has content rules."
+    )
     itemPath: str | None = Field(
         default=None, description="The resolved path, vaults/<vault id>/items/<item id>."
     )

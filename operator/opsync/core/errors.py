@@ -81,6 +81,9 @@ class Reason(StrEnum):
     Error = "Error"
     InternalError = "InternalError"
 
+    # The ContentValid condition's, when True (False: InvalidSecretData).
+    Valid = "Valid"
+
     # Events only: never a condition reason.
     SecretSynced = "SecretSynced"
     SecretRenamed = "SecretRenamed"
@@ -106,7 +109,9 @@ EVENT_REASONS: frozenset[Reason] = frozenset(
     }
 )
 """The reasons only Events carry, never a condition."""
-FAILURE_REASONS: frozenset[Reason] = frozenset(Reason) - SUCCESS_REASONS - EVENT_REASONS
+CONTENT_REASONS: frozenset[Reason] = frozenset({Reason.Valid})
+"""The reasons of ContentValid=True (a typed Secret's content follows its type's rules)."""
+FAILURE_REASONS: frozenset[Reason] = frozenset(Reason) - SUCCESS_REASONS - EVENT_REASONS - CONTENT_REASONS
 """The reasons of Ready=False: every member not listed above."""
 
 

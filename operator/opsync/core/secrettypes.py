@@ -53,6 +53,14 @@ surrounding whitespace is stripped, ``\\r\\n`` becomes ``\\n``, and the value
 ends with one newline (ssh refuses a key without one).
 
 Encrypted keys are refused: opsync has no passphrase and will not ask for one.
+
+Strict or not (``spec.typeCheck``): the rules above are opsync's. The official operator
+writes whatever the item holds, and the API server refuses only a Secret missing a required
+key, a Docker config that is not a JSON object, or a service-account token. So by default
+(:func:`prepare` with ``strict=False``) only those refusals stop a write; every other rule is
+checked and its finding reported (``problem``), while the values are written exactly as the
+official operator writes them: neither normalised nor converted. ``strict=True`` refuses on any
+rule and normalises and converts (an SSH key to OpenSSH) before writing.
 Everything here is pure (no I/O, no logging), and no message, repr or chained
 exception carries a secret value: errors name keys and problems only.
 """
@@ -63,6 +71,7 @@ import base64
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from cryptography import x509
@@ -149,17 +158,41 @@ def _check_registry_login(server: str, username: str, password: str) -> None:
         )
 
 
-def prepare(secret_type: str, data: Mapping[str, bytes]) -> dict[str, bytes]:
-    """The data to write for a Secret of ``secret_type``: checked, converted, in a new dict.
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """The data to write for a typed Secret, and what is wrong with its content if anything."""
 
-    Raises :class:`~opsync.core.errors.SpecError` (reason ``MissingSecretKey`` or
-    ``InvalidSecretData``) when ``data`` cannot make a valid Secret of that type.
+    data: dict[str, bytes]
+    problem: str | None = None
+    """Lenient only: the first rule the content breaks (names keys and rules, never values)."""
+
+
+def has_rules(secret_type: str) -> bool:
+    """Whether opsync checks the content of Secrets of ``secret_type``."""
+    return secret_type in _CHECKS
+
+
+def prepare(secret_type: str, data: Mapping[str, bytes], *, strict: bool = True) -> Prepared:
+    """The data to write for a Secret of ``secret_type``, in a new dict.
+
+    Strict: checked and converted; raises :class:`~opsync.core.errors.SpecError` (reason
+    ``MissingSecretKey`` or ``InvalidSecretData``) when ``data`` breaks any rule. Lenient: raises
+    only where the API server would refuse the Secret; otherwise the data is kept as given and
+    ``problem`` says what the checks found.
     """
-    out = dict(data)
     check = _CHECKS.get(secret_type)
-    if check is not None:
-        out.update(check(data))
-    return out
+    if check is None:
+        return Prepared(data=dict(data))
+    if strict:
+        return Prepared(data={**data, **check(data)})
+    refused = _API_SERVER_RULES.get(secret_type)
+    if refused is not None:
+        refused(data)
+    try:
+        check(data)
+    except SpecError as exc:
+        return Prepared(data=dict(data), problem=str(exc))
+    return Prepared(data=dict(data))
 
 
 # Required keys.
@@ -197,6 +230,11 @@ def _check_docker_config_json(data: Mapping[str, bytes]) -> dict[str, bytes]:
             'kubelet reads; store {"auths": {"<registry>": {"auth": "<base64 of user:password>"}}}'
         )
     return {}
+
+
+def _docker_config_object(data: Mapping[str, bytes]) -> None:
+    _require(DOCKER_CONFIG_JSON, data)
+    _json_object(".dockerconfigjson", data[".dockerconfigjson"])
 
 
 def _check_docker_cfg(data: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -373,3 +411,17 @@ _CHECKS: Mapping[str, Callable[[Mapping[str, bytes]], dict[str, bytes]]] = Mappi
         BOOTSTRAP_TOKEN: _check_bootstrap_token,
     }
 )
+
+_API_SERVER_RULES: Mapping[str, Callable[[Mapping[str, bytes]], object]] = MappingProxyType(
+    {
+        DOCKER_CONFIG_JSON: _docker_config_object,
+        DOCKER_CFG: _check_docker_cfg,
+        BASIC_AUTH: _check_basic_auth,
+        SSH_AUTH: lambda data: _require(SSH_AUTH, data),
+        TLS: lambda data: _require(TLS, data),
+        SERVICE_ACCOUNT_TOKEN: _check_service_account_token,
+    }
+)
+"""What the API server itself refuses (its Secret validation): required keys, a Docker config
+that is not a JSON object, a service-account token opsync cannot fill. Bootstrap tokens have no
+server-side rule."""

@@ -26,6 +26,7 @@ from opsync.sync.reconcile import Failure, Outcome, Target, success_message
 logger = logging.getLogger(__name__)
 
 READY = "Ready"
+CONTENT_VALID = "ContentValid"
 _ALWAYS_KEPT = frozenset({"type", "status", "message", "lastTransitionTime"})
 """The condition keys that even the official operator's CRD keeps."""
 MAX_RETRY_DELAY = 300.0
@@ -40,11 +41,58 @@ def retry_delay(retry: int) -> float:
     return min(MAX_RETRY_DELAY, 5.0 * 2.0 ** min(retry, 10))
 
 
-def ready_condition(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def condition_of(status: Mapping[str, Any] | None, kind: str) -> dict[str, Any] | None:
     for condition in (status or {}).get("conditions") or []:
-        if condition.get("type") == READY:
+        if condition.get("type") == kind:
             return dict(condition)
     return None
+
+
+def ready_condition(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return condition_of(status, READY)
+
+
+def _condition(
+    previous: Mapping[str, Any] | None,
+    kind: str,
+    *,
+    ok: bool,
+    reason: Reason,
+    message: str,
+    generation: int | None,
+) -> crd.Condition:
+    """A condition whose ``lastTransitionTime`` moves only when its status flips."""
+    flag = "True" if ok else "False"
+    transition = (
+        previous["lastTransitionTime"]
+        if previous and previous.get("status") == flag and previous.get("lastTransitionTime")
+        else now()
+    )
+    return crd.Condition(
+        type=kind,
+        status=flag,
+        reason=reason,
+        message=message,
+        lastTransitionTime=transition,
+        observedGeneration=generation,
+    )
+
+
+def content_condition(
+    current: Mapping[str, Any] | None, outcome: Outcome, generation: int | None
+) -> crd.Condition | None:
+    """``ContentValid`` for a typed Secret: False (written anyway) with what is wrong, else True."""
+    if not outcome.content_checked:
+        return None
+    problem = outcome.content_problem
+    return _condition(
+        condition_of(current, CONTENT_VALID),
+        CONTENT_VALID,
+        ok=problem is None,
+        reason=Reason.Valid if problem is None else Reason.InvalidSecretData,
+        message=problem or "the Secret's content follows the rules of its type",
+        generation=generation,
+    )
 
 
 def new_status(
@@ -64,21 +112,18 @@ def new_status(
     """
     current = dict(current or {})
     previous = ready_condition(current)
-    flag = "True" if ready else "False"
-    transition = (
-        previous["lastTransitionTime"]
-        if previous and previous.get("status") == flag and previous.get("lastTransitionTime")
-        else now()
-    )
-    condition = crd.Condition(
-        type=READY,
-        status=flag,
-        reason=reason,
-        message=message,
-        lastTransitionTime=transition,
-        observedGeneration=generation,
-    )
-    fields: dict[str, Any] = {"conditions": [condition], "observedGeneration": generation}
+    condition = _condition(previous, READY, ok=ready, reason=reason, message=message, generation=generation)
+    if outcome is not None and outcome.action != "frozen":
+        # A sync that composed says everything about the content: ContentValid or none at all.
+        content = content_condition(current, outcome, generation)
+        others = [content] if content is not None else []
+    else:  # a failure (or a frozen Secret) says nothing new about the content: keep what was there
+        others = [
+            crd.Condition.model_validate(c)
+            for c in current.get("conditions") or []
+            if c.get("type") not in (READY, None)
+        ]
+    fields: dict[str, Any] = {"conditions": [condition, *others], "observedGeneration": generation}
     if outcome is not None:
         fields["itemPath"] = outcome.resolved_path
         fields["itemVersion"] = outcome.item_version
@@ -142,6 +187,7 @@ async def report_success(
     message = success_message(target, outcome)
     if outcome.action in ("created", "updated"):
         await post(kube, target.owner_ref, type_="Normal", reason=Reason.SecretSynced, message=message)
+    await _warn_on_content(kube, target, outcome, body)
     if body is None or target.owner.kind != crd.KIND:
         return
     previous = ready_condition(body.get("status"))
@@ -158,6 +204,23 @@ async def report_success(
         await kube.patch_item_status(target.namespace, target.owner.name, status)
     if previous is not None and previous.get("status") != "True":
         await post(kube, target.owner_ref, type_="Normal", reason=Reason.Synced, message=message)
+
+
+async def _warn_on_content(
+    kube: KubeApi, target: Target, outcome: Outcome, body: Mapping[str, Any] | None
+) -> None:
+    """A Warning Event when content written anyway breaks its type's rules: once per finding
+    (the ContentValid condition remembers it), or at every write where there is no status."""
+    problem = outcome.content_problem
+    if problem is None or outcome.action == "frozen":
+        return
+    if body is not None and target.owner.kind == crd.KIND:
+        previous = condition_of(body.get("status"), CONTENT_VALID)
+        if previous is not None and previous.get("status") == "False" and previous.get("message") == problem:
+            return
+    elif outcome.action not in ("created", "updated"):
+        return
+    await post(kube, target.owner_ref, type_="Warning", reason=Reason.InvalidSecretData, message=problem)
 
 
 async def report_failure(
