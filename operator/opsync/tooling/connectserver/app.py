@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -45,7 +47,11 @@ NO_READ_ACCESS = "Authorization: token does not have read access to vault"
 NO_WRITE_ACCESS = "Unauthorized Request, token does not have write access to the Vault"
 VAULT_ATTRIBUTES = frozenset({"name", "title", "id"})
 ITEM_ATTRIBUTES = frozenset({"title", "tag", "tags", "id", "category", "favorite"})
-TRUE_WORDS = frozenset({"true", "1", "yes"})
+BOOLEANS: Mapping[str, bool] = MappingProxyType({"true": True, "false": False})
+"""Accepted boolean query values (ASCII case ignored): the spec's and the behaviour notes' spelling."""
+MAX_QUERY_INT = 2**63 - 1
+"""Largest integer query value: Connect is a Go server, whose integers are 64-bit."""
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True)
@@ -333,9 +339,10 @@ class ConnectApi:
 
     def _inline(self, context: _Context, files: list[ItemFile]) -> bool:
         query = context.request.query
-        requested = any(
-            query.get(name, "").lower() in TRUE_WORDS for name in ("inline_files", "inline_content")
-        )
+        # The spec names the flag inline_files, the developer docs inline_content: both count.
+        inline_files = query_bool(query, "inline_files")
+        inline_content = query_bool(query, "inline_content")
+        requested = inline_files or inline_content
         limit = self.options.max_inline_file_size_kb * 1024
         if requested and any(file.size > limit for file in files):
             raise ApiError(
@@ -514,8 +521,8 @@ class ConnectApi:
         )
 
     async def _activity(self, context: _Context) -> web.StreamResponse:
-        limit = _query_int(context, "limit", 50)
-        offset = _query_int(context, "offset", 0)
+        limit = query_int(context.request.query, "limit", default=50)
+        offset = query_int(context.request.query, "offset", default=0)
         records, total = self.activity.page(limit=limit, offset=offset)
         first = offset + 1 if records else offset
         last = offset + len(records)
@@ -545,17 +552,32 @@ class ConnectApi:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
-def _query_int(context: _Context, name: str, default: int) -> int:
-    raw = context.request.query.get(name)
+def query_bool(query: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+    """A boolean query parameter: ``true`` or ``false`` (any case); absent or empty is ``default``.
+
+    Every boolean parameter goes through here, so each refuses anything else with the same 400.
+    """
+    raw = query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"Invalid {name}: must be a non-negative integer") from None
-    if value < 0:
-        raise ApiError(400, f"Invalid {name}: must be a non-negative integer")
+    value = BOOLEANS.get(raw.lower())
+    if value is None:
+        raise ApiError(400, f"Invalid {name}: must be true or false")
     return value
+
+
+def query_int(query: Mapping[str, str], name: str, *, default: int) -> int:
+    """A non-negative integer query parameter (ASCII digits only); absent or empty is ``default``.
+
+    Every integer parameter goes through here: a sign, a fraction, spaces, ``null``,
+    non-ASCII digits or a value past 64 bits are the same 400.
+    """
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_QUERY_INT:
+        raise ApiError(400, f"Invalid {name}: must be an integer from 0 to {MAX_QUERY_INT}")
+    return int(raw)
 
 
 def _content_disposition(name: str) -> str:
