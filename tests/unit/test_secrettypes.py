@@ -90,10 +90,7 @@ def test_docker_config_json_round_trip() -> None:
     entry = json.loads(out)["auths"]["ghcr.io"]
     assert entry == {"username": "octocat", "password": "s3cr:et", "auth": entry["auth"]}
     assert base64.b64decode(entry["auth"]) == b"octocat:s3cr:et"
-    assert (
-        prepare(secrettypes.DOCKER_CONFIG_JSON, {".dockerconfigjson": out})[".dockerconfigjson"]
-        == out
-    )
+    assert prepare(secrettypes.DOCKER_CONFIG_JSON, {".dockerconfigjson": out})[".dockerconfigjson"] == out
 
 
 def test_docker_config_json_email_and_server_as_given() -> None:
@@ -208,9 +205,7 @@ def assert_openssh_of(out: bytes, key: PrivateKeyTypes) -> None:
 
 
 def ssh(value: bytes) -> bytes:
-    return prepare(secrettypes.SSH_AUTH, {"ssh-privatekey": value, "known_hosts": b"k"})[
-        "ssh-privatekey"
-    ]
+    return prepare(secrettypes.SSH_AUTH, {"ssh-privatekey": value, "known_hosts": b"k"})["ssh-privatekey"]
 
 
 @pytest.mark.parametrize(
@@ -233,9 +228,7 @@ def test_ssh_pem_converted_to_openssh(
 
 
 def test_ssh_keeps_other_keys(ec_key: ec.EllipticCurvePrivateKey) -> None:
-    out = prepare(
-        secrettypes.SSH_AUTH, {"ssh-privatekey": pem(ec_key, PrivateFormat.PKCS8), "a": b"b"}
-    )
+    out = prepare(secrettypes.SSH_AUTH, {"ssh-privatekey": pem(ec_key, PrivateFormat.PKCS8), "a": b"b"})
     assert out["a"] == b"b"
 
 
