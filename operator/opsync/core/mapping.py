@@ -14,6 +14,15 @@ operator's Secret builder is reproduced and named:
    sanitises to nothing is skipped.
 5. Empty values are skipped unless empty values are allowed.
 
+The official operator drops values without a word; opsync keeps its rules exactly
+but names in :attr:`MappedItem.skipped` (by label, never by value) what they drop or
+change: a label with no usable key, an empty value, a URL whose key a field takes,
+a URL or field whose key a later one with a *different* label takes (``a b``, ``a-b``
+and ``a  b!`` all become ``a-b``; the same label given twice, say in two sections,
+is the official "last field wins" rule and is not named), a file whose key is taken
+or whose content could not be fetched, and, as a ``kept`` entry whose value is
+written, a key cut to 253 characters.
+
 Nothing here performs I/O, and values stay inside :class:`SecretData`, whose
 repr shows key names and sizes only.
 """
@@ -102,20 +111,42 @@ class SecretData(Mapping[str, bytes]):
 
 @dataclass(frozen=True)
 class Skipped:
-    """Something of the item that did not become a key, and why (names only, never values)."""
+    """Something of the item that did not become a key as labelled, and why (names only, never values)."""
 
     source: str
     """``url``, ``field`` or ``file``."""
     name: str
+    """The label or key, shortened to :data:`MAX_NAME_LENGTH` characters plus ``…``."""
     reason: str
+    kept: bool = False
+    """True when the value is written all the same (under a key cut to 253 characters):
+    a note, not something left out."""
 
 
 @dataclass(frozen=True)
 class MappedItem:
-    """The result of mapping an item: the data, and what was left out."""
+    """The result of mapping an item: the data, and what was left out or changed."""
 
     data: SecretData
     skipped: tuple[Skipped, ...] = field(default=())
+    """What was left out, in the order the rules meet it, then the ``kept`` notes."""
+
+
+MAX_NAME_LENGTH = 40
+"""Labels and keys longer than this are shortened in :class:`Skipped` entries."""
+
+
+def short(name: str) -> str:
+    """``name`` as messages show it: at most :data:`MAX_NAME_LENGTH` characters, then ``…``."""
+    return name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH] + "…"
+
+
+def _is_cut(label: str) -> bool:
+    """Whether :func:`sanitize_key` cuts ``label``'s key to :data:`MAX_KEY_LENGTH`."""
+    return (
+        not is_valid_key(label)
+        and len(_INNER_INVALID.sub("-", _EDGE_INVALID.sub("", label))) > MAX_KEY_LENGTH
+    )
 
 
 def item_to_data(
@@ -126,40 +157,59 @@ def item_to_data(
 ) -> MappedItem:
     """Apply the official rules to ``item`` and its file contents (by file id)."""
     data: dict[str, bytes] = {}
+    holder: dict[str, tuple[str, str]] = {}  # which (source, label) wrote each key of data
     skipped: list[Skipped] = []
+
+    def skip(source: str, name: str, reason: str) -> None:
+        skipped.append(Skipped(source, short(name), reason))
 
     def key_for(source: str, label: str | None) -> str | None:
         key = sanitize_key(label or "")
         if not key:
-            skipped.append(
-                Skipped(source, label or "", "the label has no usable characters for a Secret key")
-            )
+            skip(source, label or "", "the label has no usable characters for a Secret key")
             return None
         return key
 
     def is_empty(source: str, label: str, value: bytes) -> bool:
         if value or allow_empty_values:
             return False
-        skipped.append(Skipped(source, label, "empty value (set --allow-empty-values to keep it)"))
+        skip(source, label, "empty value (set --allow-empty-values to keep it)")
         return True
+
+    def write(key: str, value: bytes, source: str, label: str) -> None:
+        """Write ``key``, naming the value it replaces unless the same label wrote it (the
+        official "last wins" rule for a label given twice)."""
+        before = holder.get(key)
+        if before is not None and (before[0] != source or before[1] != label):
+            skip(*before, f"its key {short(key)} is taken by {_later(source, label, before[0])}")
+        data[key] = value
+        holder[key] = (source, label)
 
     primary_keys: set[str] = set()
     for url in item.urls or []:
-        key = key_for("url", url.label)
+        label = url.label or ""
+        key = key_for("url", label)
         if key is None or is_empty("url", key, url.href.encode()):
             continue
         if key in primary_keys and not url.primary:
+            if holder[key][1] != label:
+                skip(
+                    "url",
+                    label,
+                    f"its key {short(key)} is taken by the primary URL {short(holder[key][1])!r}",
+                )
             continue
-        data[key] = url.href.encode()
+        write(key, url.href.encode(), "url", label)
         if url.primary:
             primary_keys.add(key)
 
     for item_field in item.fields or []:
-        key = key_for("field", item_field.label)
+        label = item_field.label or ""
+        key = key_for("field", label)
         value = item_field.value.get_secret_value().encode() if item_field.value is not None else b""
         if key is None or is_empty("field", key, value):
             continue
-        data[key] = value
+        write(key, value, "field", label)
 
     contents = files or {}
     for item_file in item.files or []:
@@ -167,13 +217,36 @@ def item_to_data(
         if key is None:
             continue
         if key in data:
-            skipped.append(Skipped("file", key, "a field or URL already has this key"))
+            source, label = holder[key]
+            skip("file", key, f"the {source} {short(label)!r} already has this key")
             continue
         if item_file.id is None or item_file.id not in contents:
-            skipped.append(Skipped("file", key, "its content could not be fetched"))
+            skip("file", key, "its content could not be fetched")
             continue
         if is_empty("file", key, contents[item_file.id]):
             continue
         data[key] = contents[item_file.id]
+        holder[key] = ("file", item_file.name or "")
+
+    for source, label in holder.values():
+        if _is_cut(label):
+            skipped.append(
+                Skipped(
+                    source,
+                    short(label),
+                    f"written under its key cut to {MAX_KEY_LENGTH} characters, the most Kubernetes allows",
+                    kept=True,
+                )
+            )
 
     return MappedItem(SecretData(data), tuple(skipped))
+
+
+_KINDS = {"url": "URL"}
+
+
+def _later(source: str, label: str, replaced: str) -> str:
+    """Who takes a key from a value of kind ``replaced``, and by which rule."""
+    if source == "field" and replaced == "url":
+        return f"the field {short(label)!r}; fields override URLs"
+    return f"a later {_KINDS.get(source, source)} {short(label)!r}; the last wins"
