@@ -14,7 +14,8 @@ Modules: ``models`` (state = data-file schema), ``datafile`` (YAML in and out),
 ``store`` (live state, persistence, version arithmetic), ``bodies`` and ``patch``
 (request bodies), ``serialize`` (response JSON), ``filters`` (SCIM), ``tokens``
 (ES256 JWTs), ``generator`` (passwords, TOTP), ``activity``, ``metrics``,
-``faults``, ``app`` (HTTP routes), ``server`` (:class:`ConnectServer`), ``cli``.
+``faults``, ``app`` (HTTP routes), ``protocol`` (aiohttp's low-level server, JSON
+errors for what its parser refuses), ``server`` (:class:`ConnectServer`), ``cli``.
 See docs/connect-server.md.
 """
 

@@ -1,10 +1,11 @@
 """The HTTP API: Connect's 15 endpoints on aiohttp.web, with Connect's statuses, messages and headers.
 
 Why this module exists: this is the wire contract the official SDKs and operator
-see. One catch-all aiohttp route hands every request to :meth:`ConnectApi.handle`,
-which does its own routing so that it can accept what real clients send
-(trailing slashes from the JS SDK, a doubled leading slash from the Go SDK with a
-host ending in ``/``), label metrics by route template, and answer unknown routes
+see. aiohttp's low-level server (:mod:`protocol`) hands every request it can parse
+to :meth:`ConnectApi.handle`, which does its own routing so that it can accept
+what real clients send (trailing slashes from the JS SDK, a doubled leading slash
+from the Go SDK with a host ending in ``/``), label metrics by route template, and
+answer unknown routes, wrong methods (405 with ``Allow``) and ``Expect`` headers
 with JSON. Checks run in the order the behaviour notes recommend: route → token
 (401) → id syntax (400) → vault scope (403; a write with a read-only token is
 401 like Connect 1.x) → existence (404) → body (400).
@@ -27,7 +28,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from opsync.tooling.connectserver import bodies, filters, patch, serialize
 from opsync.tooling.connectserver.activity import Action, ActivityLog, Actor, Resource, Result
@@ -35,13 +36,15 @@ from opsync.tooling.connectserver.faults import FaultInjector
 from opsync.tooling.connectserver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from opsync.tooling.connectserver.metrics import UNMATCHED, ServerMetrics
 from opsync.tooling.connectserver.models import ID_RE, Item, ItemFile, Vault
+from opsync.tooling.connectserver.protocol import VERSION_HEADER, error_response, rejection_reason
 from opsync.tooling.connectserver.store import ItemNotFound, Store, VaultNotFound
 from opsync.tooling.connectserver.tokens import Access, TokenAuthority, TokenClaims, TokenError
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("opsync.tooling.connectserver.access")
 
-VERSION_HEADER = "1Password-Connect-Version"
+MAX_BODY_SIZE = 8 * 1024 * 1024
+"""Largest request body read (413 above)."""
 NO_VAULT_ACCESS = "Authorization: token does not have access to vault"
 NO_READ_ACCESS = "Authorization: token does not have read access to vault"
 NO_WRITE_ACCESS = "Unauthorized Request, token does not have write access to the Vault"
@@ -124,7 +127,7 @@ class _Dropped(Exception):
 
 @dataclass
 class _Context:
-    request: web.Request
+    request: web.BaseRequest
     params: dict[str, str]
     claims: TokenClaims | None = None
     action: Action | None = None
@@ -161,10 +164,6 @@ def match_route(method: str, raw_path: str) -> tuple[Route | None, dict[str, str
     return None, {}, tuple(allowed)
 
 
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"status": status, "message": message}, status=status, headers=headers)
-
-
 class ConnectApi:
     """Serves one store; every request goes through :meth:`handle`."""
 
@@ -188,22 +187,17 @@ class ConnectApi:
             route.handler: getattr(self, f"_{route.handler}") for route in ROUTES
         }
 
-    def application(self) -> web.Application:
-        app = web.Application(client_max_size=8 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        app.on_response_prepare.append(self._add_headers)
-        return app
-
-    async def _add_headers(self, _request: web.Request, response: web.StreamResponse) -> None:
-        response.headers[VERSION_HEADER] = self.options.connect_version
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The answer to one request: always JSON unless a route serves something else."""
         started = time.perf_counter()
-        route, params, allowed = match_route(request.method, request.raw_path)
+        # rel_url: the path as sent (still percent-encoded), also for an absolute-form target.
+        path = request.rel_url.raw_path
+        route, params, allowed = match_route(request.method, path)
         endpoint = route.template if route is not None else UNMATCHED
         status = "500"
         try:
-            response = await self._serve(request, route, params, allowed)
+            response = await self._expect(request) or await self._serve(request, route, params, allowed)
+            response.headers[VERSION_HEADER] = self.options.connect_version
             status = str(response.status)
             return response
         except _Dropped:
@@ -212,10 +206,10 @@ class ConnectApi:
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.observe(request.method, endpoint, status, elapsed)
-            access_logger.info("%s %s -> %s (%.1f ms)", request.method, request.path, status, elapsed * 1000)
+            access_logger.info("%s %s -> %s (%.1f ms)", request.method, path, status, elapsed * 1000)
 
     async def _serve(
-        self, request: web.Request, route: Route | None, params: dict[str, str], allowed: tuple[str, ...]
+        self, request: web.BaseRequest, route: Route | None, params: dict[str, str], allowed: tuple[str, ...]
     ) -> web.StreamResponse:
         if route is None:
             if allowed:
@@ -243,7 +237,23 @@ class ConnectApi:
         self._record(context, "SUCCESS")
         return response
 
-    async def _inject_faults(self, request: web.Request) -> None:
+    @staticmethod
+    async def _expect(request: web.BaseRequest) -> web.Response | None:
+        """``Expect: 100-continue`` gets its interim answer (as aiohttp's default handler sends it); others 417.
+
+        Only HTTP/1.1 has ``Expect`` (RFC 9110 §10.1.1); aiohttp ignores it on HTTP/1.0 too.
+        """
+        expect = request.headers.get("Expect")
+        if expect is None or request.version != HttpVersion11:
+            return None
+        if expect.lower() != "100-continue":
+            return error_response(417, "Expectation Failed: only 100-continue is supported")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # The interim answer is not the answer: an error answer may still follow.
+        request.writer.output_size = 0
+        return None
+
+    async def _inject_faults(self, request: web.BaseRequest) -> None:
         config = self.injector.config
         if config.latency_seconds > 0:
             self.metrics.fault("latency")
@@ -260,7 +270,7 @@ class ConnectApi:
             self.metrics.fault("rate_limit")
             raise ApiError(429, "Too Many Requests", headers={"Retry-After": str(config.retry_after_seconds)})
 
-    def _authenticate(self, request: web.Request) -> TokenClaims:
+    def _authenticate(self, request: web.BaseRequest) -> TokenClaims:
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "Invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
@@ -354,7 +364,14 @@ class ConnectApi:
 
     @staticmethod
     async def _json_body(context: _Context) -> Any:
-        raw = await context.request.read()
+        try:
+            raw = await context.request.read()
+        except web.RequestPayloadError as exc:
+            # The parser refused the body (bad chunked framing, a broken gzip stream).
+            raise ApiError(400, f"Invalid request body: {rejection_reason(exc)}") from None
+        except ConnectionError:
+            # Nobody reads this answer; it makes the request one access-log line, not a traceback.
+            raise ApiError(400, "Invalid request body: the connection closed before its end") from None
         try:
             return json.loads(raw) if raw.strip() else None
         except (ValueError, UnicodeDecodeError):

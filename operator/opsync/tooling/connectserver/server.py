@@ -20,9 +20,10 @@ import yaml
 from aiohttp import web
 
 from opsync.tooling.connectserver.activity import ActivityLog
-from opsync.tooling.connectserver.app import ConnectApi, ServerOptions
+from opsync.tooling.connectserver.app import MAX_BODY_SIZE, ConnectApi, ServerOptions
 from opsync.tooling.connectserver.faults import FaultConfig, FaultInjector
 from opsync.tooling.connectserver.metrics import ServerMetrics
+from opsync.tooling.connectserver.protocol import ConnectHttpServer
 from opsync.tooling.connectserver.store import Store
 from opsync.tooling.connectserver.tokens import Access, TokenAuthority, TokenClaims, parse_scope
 
@@ -89,7 +90,7 @@ class ConnectServer:
         self.activity = ActivityLog(self.options.activity_capacity)
         self._store: Store | None = None
         self._authority: TokenAuthority | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._url: str | None = None
 
     def __repr__(self) -> str:
@@ -129,7 +130,13 @@ class ConnectServer:
             activity=self.activity,
             options=self.options,
         )
-        runner = web.AppRunner(api.application(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        http_server = ConnectHttpServer(
+            api.handle,
+            connect_version=self.options.connect_version,
+            client_max_size=MAX_BODY_SIZE,
+            access_log=None,
+        )
+        runner = web.ServerRunner(http_server, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)
