@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -81,6 +82,14 @@ def _error(exc: ApiException, action: str) -> KubeError:
     return KubeError(
         f"{action} failed: {exc.status} {reason}{detail}", status=exc.status, retryable=retryable
     )
+
+
+def _network_error(exc: BaseException) -> str:
+    """What went wrong on the way, without urllib3's long retry preamble."""
+    reason = getattr(exc, "reason", None)  # MaxRetryError: the last underlying error
+    if isinstance(reason, BaseException):
+        exc = reason
+    return f"the API server could not be reached ({type(exc).__name__}: {shorten(str(exc), 200)})"
 
 
 def _state(secret: Mapping[str, Any]) -> SecretState:
@@ -176,6 +185,11 @@ class KubeApi:
             return await asyncio.get_running_loop().run_in_executor(self._threads, send)
         except ApiException as exc:
             raise _error(exc, action) from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            # The API server unreachable, a connection dropped or refused, a TLS failure, an
+            # answer that is not JSON: transient, and never to escape this layer unconverted
+            # (a leader election that met one used to crash the process).
+            raise KubeError(f"{action} failed: {_network_error(exc)}", retryable=True) from None
 
     async def _read(self, action: str, path: str) -> dict[str, Any] | None:
         """GET ``path``; None when it does not exist."""

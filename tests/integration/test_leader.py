@@ -6,20 +6,24 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, config
 
 from bench.kube import Kube
 from opsync.connect.client import ConnectClient
+from opsync.tooling.controlplane import ControlPlane
 from opsync.tooling.harness import ConnectServerProcess
-from tests.conftest import Cluster
+from tests.conftest import REPO, Cluster
 from tests.integration.helpers import (
     VAULT,
     eventually,
     new_item,
     running_operator,
     secret_ready,
+    set_field,
     watched_namespace,
 )
+
+RESTARTS = 10
 
 
 def lease(api_client: client.ApiClient, name: str) -> dict[str, Any]:
@@ -94,3 +98,52 @@ def test_a_taken_metrics_port_stops_start_up_with_one_message(
     assert result.returncode == 2
     assert f"127.0.0.1:{port}" in result.stderr and "--metrics-bind-address" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_leader_and_standby_ride_out_api_server_restarts(
+    connect_server: ConnectServerProcess, connect: ConnectClient, tmp_path: Path
+) -> None:
+    """The API server SIGKILLed and started again 10 times, a few seconds down each time: the
+    leader keeps leading (its renew deadline is not reached), the standby keeps waiting, neither
+    exits nor logs a traceback, and the leader still syncs afterwards. A urllib3 error from the
+    Lease read used to escape the Kubernetes layer and crash both replicas."""
+    item = await new_item(connect, password="before")
+    with ControlPlane() as plane:
+        cluster = Cluster(plane.kubeconfig, plane)
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        kube = Kube(api)
+        kube.install_crds(sorted((REPO / "crds").glob("*.yaml")))
+        name = f"opsync-blips-{uuid.uuid4().hex[:8]}"
+        # Renewals every 2 s, so each outage meets some; a renew deadline (10 s) longer than each.
+        options: dict[str, Any] = {
+            "namespace_prefix": "opb-",
+            "env": {"OPSYNC_LEASE_NAME": name, "OPSYNC_LEASE_DURATION": "15", "POLLING_INTERVAL": "1"},
+        }
+        with (
+            running_operator(cluster, connect_server, tmp_path / "a", **options) as leader,
+            running_operator(cluster, connect_server, tmp_path / "b", standby=True, **options) as standby,
+            watched_namespace(api, leader) as namespace,
+        ):
+            kube.create_item(namespace, "blips", f"vaults/{VAULT}/items/{item.id}")
+            await eventually(lambda: secret_ready(kube, namespace, "blips"))
+            holder = lease(api, name)
+
+            for _ in range(RESTARTS):
+                plane.restart_apiserver(down=3.0)
+                leader.check()
+                standby.check()
+            for replica in (leader, standby):  # each did meet the outages
+                assert "leader election on Lease" in replica.logs(), replica.tail()
+
+            # Still the same leader, still acting: a change reaches the Secret.
+            assert lease(api, name)["holder"] == holder["holder"]
+            assert (leader.metric("opsync_leader"), standby.metric("opsync_leader")) == (1, 0)
+            await set_field(connect, item, "password", "after")
+            await eventually(
+                lambda: kube.secret_data(namespace, "blips").get("password") == b"after", within=30
+            )
+            for replica in (leader, standby):
+                replica.check()
+                assert "Traceback" not in replica.logs(), replica.tail()
+            assert "lost Lease" not in leader.logs()
+        api.close()

@@ -219,6 +219,7 @@ class ControlPlane:
         self.etcd_url = ""
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._watchdog: subprocess.Popen[str] | None = None
+        self._apiserver: Path | None = None
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -265,7 +266,8 @@ class ControlPlane:
         try:
             write_pki(self.dir)
             self._start_etcd(bins["etcd"])
-            self._start_apiserver(bins["kube-apiserver"])
+            self._apiserver = bins["kube-apiserver"]
+            self._start_apiserver(self._apiserver, free_port())
             self._write_kubeconfig()
         except BaseException:
             self.stop()
@@ -310,8 +312,7 @@ class ControlPlane:
         )
         self._wait("etcd", lambda: self._http_ok(f"{self.etcd_url}/health"))
 
-    def _start_apiserver(self, apiserver: Path) -> None:
-        port = free_port()
+    def _start_apiserver(self, apiserver: Path, port: int) -> None:
         self.url = f"https://127.0.0.1:{port}"
         self._spawn(
             "kube-apiserver",
@@ -338,6 +339,17 @@ class ControlPlane:
         context = self.ssl_context()
         self._wait("kube-apiserver", lambda: self._http_ok(f"{self.url}/readyz", context))
         self._wait("kube-apiserver", lambda: self._http_ok(f"{self.url}/api/v1/namespaces/default", context))
+
+    def restart_apiserver(self, *, down: float = 0.0) -> None:
+        """Kill kube-apiserver (SIGKILL, as a crash), leave it down ``down`` seconds, and start it
+        again on the same port with the same state; returns once it serves again."""
+        process = self._processes.pop("kube-apiserver", None)
+        if process is None or self._apiserver is None:
+            raise ControlPlaneError("the control plane is not started")
+        process.kill()
+        process.wait()
+        time.sleep(down)
+        self._start_apiserver(self._apiserver, int(self.url.rsplit(":", 1)[1]))
 
     def ssl_context(self) -> ssl.SSLContext:
         """A TLS context that trusts this server and presents the admin client certificate."""
