@@ -127,7 +127,10 @@ async def render_all(
             items = [(str(got.resolved), got.item.version or 0) for got in fetched]
             wanted = desired_secret(target, composed, items, copy_annotations=copy_annotations)
             for skipped in composed.skipped:
-                err.write(f"note: {where}: {skipped.source} {skipped.name!r} not synced: {skipped.reason}\n")
+                verdict = "synced" if skipped.kept else "not synced"
+                err.write(f"note: {where}: {skipped.source} {skipped.name!r} {verdict}: {skipped.reason}\n")
+            if composed.content_problem is not None:  # typeCheck: Warn writes it all the same
+                err.write(f"note: {where}: written, but {composed.content_problem}\n")
             out.write("---\n")
             out.write(yaml.safe_dump(_manifest(wanted, show_values), sort_keys=False, width=120))
     return 1 if failed else 0

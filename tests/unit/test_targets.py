@@ -47,3 +47,23 @@ def test_an_item_target_keeps_placement_when_the_spec_does_not_parse() -> None:
     target = item_target(body)
     assert target.spec is None and target.spec_error
     assert (target.secret_name, target.retain) == ("db-secret", True)
+
+
+def test_the_status_message_names_what_was_dropped_and_what_was_written_with_a_note() -> None:
+    from opsync.core.mapping import Skipped
+    from opsync.sync.reconcile import Outcome, Target, success_message
+
+    target = Target(desired.Owner("onepassword.com/v1", "OnePasswordItem", "db", "u"), "ns", "db", "p")
+    outcome = Outcome(
+        "created",
+        "vaults/v/items/i",
+        2,
+        skipped=(
+            Skipped("field", "a b", "its key a-b is taken by a later field 'a-b'; the last wins"),
+            Skipped("field", "k" * 40 + "…", "written under its key cut to 253 characters", kept=True),
+        ),
+    )
+    message = success_message(target, outcome)
+    assert "not synced: field 'a b' (its key a-b is taken" in message
+    assert "synced with a note: field 'kkkk" in message
+    assert message.index("not synced") < message.index("synced with a note")

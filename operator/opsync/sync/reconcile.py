@@ -226,12 +226,19 @@ def describe_failure(exc: BaseException, target: Target) -> Failure:
     )
 
 
-def _summarise_skipped(skipped: tuple[Skipped, ...]) -> str:
-    if not skipped:
+def _listed(heading: str, entries: Sequence[Skipped]) -> str:
+    if not entries:
         return ""
-    names = ", ".join(f"{s.source} {s.name!r} ({s.reason})" for s in skipped[:5])
-    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-    return f"; not synced: {names}{more}"
+    names = ", ".join(f"{s.source} {s.name!r} ({s.reason})" for s in entries[:5])
+    more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+    return f"; {heading}: {names}{more}"
+
+
+def _summarise_skipped(skipped: tuple[Skipped, ...]) -> str:
+    """What the mapping left out, then what it wrote with a note (a key cut to 253 characters)."""
+    return _listed("not synced", [s for s in skipped if not s.kept]) + _listed(
+        "synced with a note", [s for s in skipped if s.kept]
+    )
 
 
 def success_message(target: Target, outcome: Outcome) -> str:
