@@ -61,7 +61,7 @@ CA = "cacrtfile00000000000000001"
 
 @pytest.mark.parametrize("path", [FILES, f"{FILES}/{CA}"])
 @pytest.mark.parametrize("name", ["inline_files", "inline_content"])
-@pytest.mark.parametrize("value", ["11949999", "1", "yes", "on", "null", "tru", "true%20", "%EF%BC%91"])
+@pytest.mark.parametrize("value", ["", "11949999", "1", "yes", "on", "null", "tru", "true%20", "%EF%BC%91"])
 async def test_boolean_query_parameters_accept_only_true_or_false(server_api, path, name, value):
     reply = await server_api.get(f"{path}?{name}={value}")
     assert reply.status == 400
@@ -76,7 +76,7 @@ async def test_boolean_query_parameters_accept_only_true_or_false(server_api, pa
         ("inline_content=True", True),
         ("inline_files=false&inline_content=true", True),
         ("inline_files=false", False),
-        ("inline_files=", False),
+        ("other=", False),
         ("", False),
     ],
 )
@@ -90,6 +90,7 @@ async def test_boolean_query_parameters_true_false_and_empty(server_api, query, 
 @pytest.mark.parametrize(
     "value",
     [
+        "",
         "null",
         "-1",
         "+5",
@@ -114,7 +115,7 @@ async def test_integer_query_parameters_accept_only_digits(server_api, name, val
 
 
 async def test_integer_query_parameters_in_range(server_api):
-    for query in ("limit=0", "offset=9223372036854775807", "limit=&offset=", "limit=007"):
+    for query in ("limit=0", "offset=9223372036854775807", "limit=007", "other="):
         reply = await server_api.get(f"/v1/activity?{query}")
         assert reply.status == 200, query
 

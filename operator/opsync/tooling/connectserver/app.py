@@ -570,12 +570,13 @@ class ConnectApi:
 
 
 def query_bool(query: Mapping[str, str], name: str, *, default: bool = False) -> bool:
-    """A boolean query parameter: ``true`` or ``false`` (any case); absent or empty is ``default``.
+    """A boolean query parameter: ``true`` or ``false`` (any case); absent is ``default``.
 
-    Every boolean parameter goes through here, so each refuses anything else with the same 400.
+    Every boolean parameter goes through here, so each refuses anything else, an empty
+    value (``?inline_files=``, ``?inline_files``) included, with the same 400.
     """
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     value = BOOLEANS.get(raw.lower())
     if value is None:
@@ -584,13 +585,13 @@ def query_bool(query: Mapping[str, str], name: str, *, default: bool = False) ->
 
 
 def query_int(query: Mapping[str, str], name: str, *, default: int) -> int:
-    """A non-negative integer query parameter (ASCII digits only); absent or empty is ``default``.
+    """A non-negative integer query parameter (ASCII digits only); absent is ``default``.
 
-    Every integer parameter goes through here: a sign, a fraction, spaces, ``null``,
-    non-ASCII digits or a value past 64 bits are the same 400.
+    Every integer parameter goes through here: an empty value, a sign, a fraction,
+    spaces, ``null``, non-ASCII digits or a value past 64 bits are the same 400.
     """
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if not _DIGITS.fullmatch(raw) or int(raw) > MAX_QUERY_INT:
         raise ApiError(400, f"Invalid {name}: must be an integer from 0 to {MAX_QUERY_INT}")
