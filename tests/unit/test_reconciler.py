@@ -532,3 +532,76 @@ async def test_retire_lets_go_of_the_secret_of_an_earlier_name(
 
     assert kube.secret(NS, "db") is None and kube.secret(NS, "db-v2") is not None
     assert writes(kube) == [("create", "db"), ("create", "db-v2"), ("delete", "db")]
+
+
+# -- deleted owners --------------------------------------------------------------------------------
+
+
+async def test_a_sync_for_a_deleted_owner_writes_nothing(
+    reconciler: Reconciler, kube: FakeKube, connect: LocalConnect
+) -> None:
+    target = item()
+    reconciler.owner_deleted(target.owner)
+    asked = connect.requests()
+
+    outcome = await reconciler.sync(target)
+
+    assert outcome.action == "abandoned"
+    assert kube.writes == [] and connect.requests() == asked  # not even Connect is asked
+
+
+async def test_deletion_wins_over_a_sync_that_read_before_it(
+    reconciler: Reconciler, kube: FakeKube, connect: LocalConnect
+) -> None:
+    """The owner deleted while its sync was reading Connect: the sync writes nothing."""
+    target = item()
+    original = connect.client.get_item_with_files
+    calls: list[str] = []
+
+    async def deleted_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        calls.append("read")
+        reconciler.owner_deleted(target.owner)
+        return await original(*args, **kwargs)
+
+    connect.client.get_item_with_files = deleted_meanwhile  # type: ignore[method-assign]
+    outcome = await reconciler.sync(target)
+
+    assert calls == ["read"]
+    assert outcome.action == "abandoned" and kube.writes == []
+
+
+async def test_drift_repair_never_restores_the_secret_of_a_deleted_owner(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    target = item()
+    await reconciler.sync(target)
+    reconciler.owner_deleted(target.owner)
+    kube.remove_secret(NS, "db")  # e.g. the garbage collector
+
+    assert await reconciler.restore(NS, "db") is None
+    assert kube.secret(NS, "db") is None and writes(kube) == [("create", "db")]
+    assert reconciler.owner_of(NS, "db") is None  # forgotten
+
+
+async def test_the_secret_of_a_deleted_item_of_the_same_name_is_adopted(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    dead = Owner("onepassword.com/v1", "OnePasswordItem", "db", "uid-dead")
+    kube.put_secret(NS, "db", {"password": b"old"}, labels={desired.MANAGED_LABEL: "true"}, owners=[dead])
+
+    outcome = await reconciler.sync(item(uid="uid-new"))
+
+    assert outcome.action == "updated" and "ownerReferences" in outcome.changed
+    secret = kube.secret(NS, "db")
+    assert secret is not None
+    assert [ref["uid"] for ref in secret["metadata"]["ownerReferences"]] == ["uid-new"]
+
+
+async def test_a_secret_another_kind_or_name_owns_is_still_a_conflict(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    other = Owner("onepassword.com/v1", "OnePasswordItem", "other", "uid-other")
+    kube.put_secret(NS, "db", {"password": b"old"}, owners=[other])
+    with pytest.raises(SpecError) as raised:
+        await reconciler.sync(item(uid="uid-new"))
+    assert raised.value.reason == "SecretConflict"

@@ -180,14 +180,31 @@ def is_retained_for(existing: SecretState, owner: Owner) -> bool:
     return not existing.owner_references and existing.annotations.get(RETAINED_FROM) == retained_from(owner)
 
 
+def is_left_by_predecessor(existing: SecretState, owner: Owner) -> bool:
+    """Whether every owner of ``existing`` is an earlier object of ``owner``'s kind and name: that
+    object is gone (names are unique while an object lives), and its Secret is adopted instead
+    of being a conflict. The Secret of an item deleted and created again, before the garbage
+    collector got to it, is one."""
+    return bool(existing.owner_references) and all(
+        _same_name(ref, owner) and ref.uid != owner.uid for ref in existing.owner_references
+    )
+
+
+def _same_name(ref: Owner, owner: Owner) -> bool:
+    return (ref.kind, ref.name) == (owner.kind, owner.name)
+
+
 def retained_from(owner: Owner) -> str:
     return f"{owner.kind}/{owner.name}"
 
 
 def owner_references(owner: Owner, existing: SecretState | None) -> list[dict[str, str]]:
-    """The Secret's ownerReferences: any others it already has, then ``owner``'s."""
+    """The Secret's ownerReferences: any others it already has, then ``owner``'s. A reference to
+    an earlier object of ``owner``'s kind and name is dropped: that object is gone."""
     kept = [
-        ref.reference() for ref in (existing.owner_references if existing else ()) if ref.uid != owner.uid
+        ref.reference()
+        for ref in (existing.owner_references if existing else ())
+        if ref.uid != owner.uid and not _same_name(ref, owner)
     ]
     return [*kept, owner.reference()]
 

@@ -37,6 +37,8 @@ async def track_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, *
     if type == "DELETED":
         runtime.diffbase.forget(body["metadata"]["uid"])
     target = deployment_target(body) if is_annotated_deployment(body) else None
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        runtime.reconciler.owner_deleted(deployment_owner(body))
     if type == "DELETED" or target is None or body.get("metadata", {}).get("deletionTimestamp"):
         poller.forget(body["metadata"]["uid"])
     else:
@@ -65,6 +67,7 @@ async def delete_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Delete the Secret, unless another Deployment uses it (then only stop owning it)."""
     runtime = runtime_of(memo)
     runtime.poller.forget(body["metadata"]["uid"])
+    runtime.reconciler.owner_deleted(deployment_owner(body))
     target = deployment_target(body)
     if target is None:
         return

@@ -17,9 +17,9 @@ from typing import Any
 
 import kopf
 
-from opsync.handlers.runtime import runtime_of
+from opsync.handlers.runtime import Runtime, runtime_of
 from opsync.handlers.syncing import sync_target
-from opsync.sync.reconcile import item_target
+from opsync.sync.reconcile import Target, item_target
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,12 @@ async def track_item(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
         runtime.diffbase.forget(uid)
     if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
         poller.forget(uid)
+        target = item_target(body)
+        runtime.reconciler.owner_deleted(target.owner)  # no sync in flight may write after this
+        if type == "DELETED":
+            # Gone, perhaps before kopf's finalizer was on it (deleted while its first sync ran):
+            # then no delete handler ran, and its Secret would be left behind. One read if not.
+            await _let_go(runtime, target)
         return
     known = poller.tracked(uid)
     previous = known.target.annotations.get(FORCE_SYNC) if known is not None else None
@@ -71,6 +77,11 @@ async def delete_item(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     runtime = runtime_of(memo)
     target = item_target(body)
     runtime.poller.forget(target.owner.uid)
+    runtime.reconciler.owner_deleted(target.owner)
+    await _let_go(runtime, target)
+
+
+async def _let_go(runtime: Runtime, target: Target) -> None:
     reconciler = runtime.reconciler
     if target.retain:
         if await reconciler.retain(target):

@@ -55,6 +55,9 @@ async def sync_and_report(
             if raise_retryable:
                 raise
         return failure
+    if outcome.action == "abandoned":  # its owner was deleted meanwhile: nothing to report on
+        logger.debug("sync of %s/%s abandoned: its owner was deleted", target.namespace, target.secret_name)
+        return outcome
     runtime.poller.record(target, outcome)
     if outcome.action in ("created", "updated"):
         runtime.metrics.secret_written(outcome.action)

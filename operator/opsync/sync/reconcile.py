@@ -53,7 +53,7 @@ from opsync.sync.resolve import Listings, fetch
 
 logger = logging.getLogger(__name__)
 
-Action = Literal["created", "updated", "unchanged", "frozen"]
+Action = Literal["created", "updated", "unchanged", "frozen", "abandoned"]
 
 
 @dataclass(frozen=True)
@@ -247,6 +247,7 @@ def success_message(target: Target, outcome: Outcome) -> str:
         "updated": f"updated ({', '.join(outcome.changed)})",
         "unchanged": "in sync",
         "frozen": "left unchanged: the item is tagged operator.1password.io:ignore-secret",
+        "abandoned": "not written: its owner was deleted",
     }[outcome.action]
     return (
         f"Secret {target.secret_name} {verb} from item version {outcome.item_version}"
@@ -307,6 +308,10 @@ def desired_secret(
     )
 
 
+MAX_GONE = 100_000
+"""Deleted owners remembered (a uid each, some 100 bytes): far more than deletions in flight."""
+
+
 class Reconciler:
     """Syncs targets; holds the Connect client, the Kubernetes API and the drift cache."""
 
@@ -328,6 +333,18 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._present: set[tuple[str, str]] = set()
         """Managed Secrets the watch has shown: known to exist, so read before writing."""
+        self._gone: dict[str, None] = {}
+        """Owners (uids) deleted while this process ran, oldest first: nothing is written for them."""
+
+    def owner_deleted(self, owner: Owner) -> None:
+        """``owner`` is being deleted or is gone: from now on no sync writes for it and drift
+        repair never restores its Secret (uids are never reused, so this is final)."""
+        self._gone[owner.uid] = None
+        if len(self._gone) > MAX_GONE:
+            del self._gone[next(iter(self._gone))]
+
+    def is_gone(self, owner: Owner) -> bool:
+        return owner.uid in self._gone
 
     def note_present(self, namespace: str, secret_name: str, present: bool = True) -> None:
         """The watch of managed Secrets saw this one (or saw it deleted)."""
@@ -351,9 +368,13 @@ class Reconciler:
         ``target.sources`` (the poller reads an item once for every target using it), else they
         are resolved and read here. Everything is read and composed before anything is written."""
         paths = checked_paths(target)
+        if self.is_gone(target.owner):
+            return Outcome("abandoned", str(paths[0]), 0)
         async with self.lock(target.key):
             if fetched is None:
                 fetched = [await fetch(self.connect, path, self.listings) for path in paths]
+            if self.is_gone(target.owner):  # deleted meanwhile: deletion wins over this sync
+                return Outcome("abandoned", str(paths[0]), 0)
             existing = None
             if not self._believed_absent(target.key):
                 existing = await self.kube.read_secret(target.namespace, target.secret_name)
@@ -400,6 +421,7 @@ class Reconciler:
             and not desired_mod.is_owned_by(existing, target.owner)
             and not desired_mod.is_shared_with(existing, target.owner)
             and not desired_mod.is_retained_for(existing, target.owner)
+            and not desired_mod.is_left_by_predecessor(existing, target.owner)
         ):
             raise SpecError(
                 f"a Secret named {target.secret_name} already exists and is not managed by this "
@@ -459,6 +481,9 @@ class Reconciler:
             # Read under the lock: a sync that held it may have just replaced the desired Secret.
             wanted = self._desired.get(key)
             if wanted is None:
+                return None
+            if self.is_gone(wanted.owner):  # never bring back the Secret of a deleted owner
+                self._desired.pop(key)
                 return None
             existing = await self.kube.read_secret(namespace, secret_name)
             if existing is not None and not desired_mod.is_owned_by(existing, wanted.owner):
