@@ -379,3 +379,41 @@ async def test_a_failure_keeps_the_content_condition(clock: list[str]) -> None:
         "Ready": ("False", "ItemNotFound"),
         "ContentValid": ("False", "InvalidSecretData"),
     }
+
+
+# -- a 403 that passes, and one that lasts -------------------------------------------------------
+
+
+@pytest.mark.parametrize("official_crd", [False, True])
+async def test_a_first_403_says_retrying_and_only_a_lasting_one_gives_the_grant_advice(
+    clock: list[str], official_crd: bool
+) -> None:
+    from opsync.core.errors import Forbidden
+    from opsync.sync.reconcile import describe_failure
+
+    failure = describe_failure(Forbidden("403 Forbidden"), TARGET)
+    assert "retrying" in failure.message and "grant" not in failure.message
+
+    first = FakeKube()
+    with pytest.raises(kopf.TemporaryError):
+        await reporting.report_failure(first, TARGET, failure, body=body(ready_status()), retry=0)  # type: ignore[arg-type]
+    status = dict(first.patches[0])
+    if official_crd:  # its CRD prunes the reason
+        status["conditions"] = [{k: v for k, v in c.items() if k != "reason"} for c in status["conditions"]]
+    assert "retrying" in status["conditions"][0]["message"]
+    assert [(t, r) for t, r, _ in first.events] == [("Warning", "Forbidden")]
+
+    lasting = FakeKube()
+    with pytest.raises(kopf.TemporaryError):
+        await reporting.report_failure(lasting, TARGET, failure, body=body(status), retry=1)  # type: ignore[arg-type]
+    (again,) = lasting.patches
+    assert "grant it" in again["conditions"][0]["message"]
+    stored = dict(again)
+    if official_crd:
+        stored["conditions"] = [{k: v for k, v in c.items() if k != "reason"} for c in again["conditions"]]
+
+    # Still lasting: no flapping back to "retrying", no status write.
+    still = FakeKube()
+    with pytest.raises(kopf.TemporaryError):
+        await reporting.report_failure(still, TARGET, failure, body=body(stored), retry=2)  # type: ignore[arg-type]
+    assert still.patches == []

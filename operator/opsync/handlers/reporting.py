@@ -10,6 +10,7 @@ reason is a :class:`~opsync.core.errors.Reason`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
@@ -169,7 +170,7 @@ def _same_failure(previous: Mapping[str, Any] | None, failure: Failure) -> bool:
         return False
     if "reason" in previous:
         return bool(previous.get("reason") == failure.reason)
-    return bool(previous.get("message") == failure.message)
+    return previous.get("message") in (failure.message, failure.persistent_message)
 
 
 async def post(kube: KubeApi, ref: ObjectRef, *, type_: str, reason: Reason, message: str) -> None:
@@ -227,7 +228,10 @@ async def report_failure(
     kube: KubeApi, target: Target, failure: Failure, *, body: Mapping[str, Any] | None, retry: int
 ) -> None:
     """Record the failure; raise kopf.TemporaryError when retrying can help."""
-    if not _same_failure(ready_condition((body or {}).get("status")), failure):
+    previous = ready_condition((body or {}).get("status"))
+    if failure.persistent_message is not None and _same_failure(previous, failure):
+        failure = dataclasses.replace(failure, message=failure.persistent_message)
+    if not _same_failure(previous, failure):
         await post(kube, target.owner_ref, type_="Warning", reason=failure.reason, message=failure.message)
     if body is not None and target.owner.kind == crd.KIND:
         status = new_status(

@@ -179,6 +179,8 @@ class Failure:
     reason: Reason
     message: str
     retryable: bool
+    persistent_message: str | None = None
+    """What to say instead when the same failure is met again (the advice for a lasting cause)."""
 
 
 def describe_failure(exc: BaseException, target: Target) -> Failure:
@@ -194,10 +196,13 @@ def describe_failure(exc: BaseException, target: Target) -> Failure:
             retryable=True,
         )
     if isinstance(exc, Forbidden):
+        # Connect answers 403 for a moment now and then; the grant advice is for a lasting one.
         return Failure(
             Reason.Forbidden,
-            f"the Connect token has no read access to the vault of {where}: grant it, or use another vault",
+            f"Connect answered 403 Forbidden for {where}; retrying (a 403 that passes needs nothing)",
             True,
+            persistent_message=f"the Connect token has no read access to the vault of {where} "
+            "(still 403 after retrying): grant it, or use another vault",
         )
     if isinstance(exc, NotFound):
         return Failure(
