@@ -123,3 +123,23 @@ kind are left out.
   resources: ["rollouts"]
   verbs: ["list", "patch"]
 {{- end }}
+
+{{/* The admission policy (admission-policy.yaml): "true" when it is rendered, and its name (the
+policy is cluster-scoped: the release namespace is in the name). */}}
+{{- define "opsync.admissionPolicy.enabled" -}}
+{{- if and .Values.admissionPolicy.enabled (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") }}true{{ end }}
+{{- end }}
+
+{{- define "opsync.admissionPolicy.name" -}}
+{{- printf "%s-%s-workloads" (include "opsync.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+A CEL expression for the admission policy: the names of the fields that differ between two maps.
+(list NEW OLD SKIP NAME): the keys k of NEW or OLD for which SKIP is false and that are missing
+from the other or hold another value there, each named by NAME (an expression of k).
+*/}}
+{{- define "opsync.admissionPolicy.changed" -}}
+{{- $new := index . 0 }}{{ $old := index . 1 }}{{ $skip := index . 2 }}{{ $name := index . 3 -}}
+{{ $new }}.filter(k, !({{ $skip }}) && !(k in {{ $old }} && {{ $new }}[k] == {{ $old }}[k])).map(k, {{ $name }}) + {{ $old }}.filter(k, !({{ $skip }}) && !(k in {{ $new }})).map(k, {{ $name }})
+{{- end }}
