@@ -20,9 +20,11 @@ from typing import Any, cast
 import pytest
 import yaml
 
+from opsync.core import desired, workloads
 from opsync.core.desired import MANAGED_LABEL, DesiredSecret, ObjectRef, Owner, SecretState
 from opsync.core.mapping import SecretData
 from opsync.core.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET
+from opsync.handlers.diffbase import PROGRESS_PREFIX
 from opsync.kube import KubeApi
 from opsync.tooling import binaries
 
@@ -98,9 +100,17 @@ def set_args(values: dict[str, Any], tmp_path: Path) -> list[str]:
     return ["--values", str(path)]
 
 
+# What an API server that serves ValidatingAdmissionPolicy (Kubernetes 1.30+) tells helm.
+POLICY_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+POLICY_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
 @functools.cache
-def _render(values_yaml: str) -> tuple[dict[str, Any], ...]:
-    args = ["template", "opsync", str(CHART), "--namespace", "opsync-system"]
+def _render(
+    values_yaml: str, api_versions: tuple[str, ...] = (), namespace: str = "opsync-system"
+) -> tuple[dict[str, Any], ...]:
+    args = ["template", "opsync", str(CHART), "--namespace", namespace]
+    args += [arg for version in api_versions for arg in ("--api-versions", version)]
     if values_yaml:
         args += ["--values", "/dev/stdin"]
     result = subprocess.run(
@@ -117,6 +127,13 @@ def _render(values_yaml: str) -> tuple[dict[str, Any], ...]:
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     return list(_render(yaml.safe_dump(values) if values else ""))
+
+
+def render_for_policy_api(
+    values: dict[str, Any] | None = None, namespace: str = "opsync-system"
+) -> list[dict[str, Any]]:
+    """As rendered for an API server that serves admissionregistration.k8s.io/v1."""
+    return list(_render(yaml.safe_dump(values) if values else "", (POLICY_API,), namespace))
 
 
 def render_fails(values: dict[str, Any]) -> str:
@@ -594,6 +611,75 @@ def test_standalone_mode_has_no_lease() -> None:
     assert "replicas > 1" in render_fails({"operator": {"replicas": 2, "leaderElection": {"enabled": False}}})
 
 
+# -- the admission policy --------------------------------------------------------------------------
+
+
+def test_admission_policy_only_where_the_api_server_serves_it_and_when_enabled() -> None:
+    # helm template without --api-versions (and helm lint) knows no ValidatingAdmissionPolicy.
+    assert not {doc["kind"] for doc in render()} & POLICY_KINDS
+    assert {doc["kind"] for doc in render_for_policy_api()} >= POLICY_KINDS
+    off = render_for_policy_api({"admissionPolicy": {"enabled": False}})
+    assert not {doc["kind"] for doc in off} & POLICY_KINDS
+    # Nothing else depends on it.
+    assert [doc for doc in render_for_policy_api() if doc["kind"] not in POLICY_KINDS] == render()
+
+
+def test_admission_policy_binds_the_operator_service_account_only() -> None:
+    docs = render_for_policy_api()
+    policy, binding = one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+    assert policy["metadata"]["name"] == "opsync-opsync-system-workloads"
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConditions"] == [
+        {
+            "name": "opsync-service-account",
+            "expression": 'request.userInfo.username == "system:serviceaccount:opsync-system:opsync"',
+        }
+    ]
+    # UPDATE of the main resources only (a PATCH is an UPDATE): no status or scale subresource.
+    rules = spec["matchConstraints"]["resourceRules"]
+    assert {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]} == {
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("argoproj.io", "rollouts"),
+    }
+    assert all(rule["operations"] == ["UPDATE"] for rule in rules)
+    # Every kind the operator patches (kube.py's patch_workload) is covered.
+    patched = {(group, plural) for group, plural, _ in KUBE_CALLS["patch_workload"]}
+    assert patched == {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    (validation,) = spec["validations"]
+    assert validation["reason"] == "Forbidden"
+    assert validation["expression"] == "size(variables.changes) == 0"
+
+
+def test_admission_policy_follows_the_service_account_and_release_namespace() -> None:
+    docs = render_for_policy_api({"operator": {"serviceAccount": {"create": False, "name": "mine"}}}, "ops")
+    policy = one(docs, "ValidatingAdmissionPolicy")
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == 'request.userInfo.username == "system:serviceaccount:ops:mine"'
+    # Cluster-scoped: the release namespace is in the name, so releases in two namespaces coexist.
+    assert policy["metadata"]["name"] == "opsync-ops-workloads"
+    assert one(docs, "ValidatingAdmissionPolicyBinding")["spec"]["policyName"] == "opsync-ops-workloads"
+
+
+def test_admission_policy_allows_what_the_operator_writes() -> None:
+    # The names the CEL allows are the ones the code writes: a renamed annotation fails here.
+    policy = one(render_for_policy_api(), "ValidatingAdmissionPolicy")
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["restartAnnotations"] == f"['{desired.LAST_RESTARTED}', '{workloads.RESTARTED_FOR}']"
+    assert variables["finalizer"] == f"'{desired.FINALIZER}'"
+    assert f"string(k).startsWith('{PROGRESS_PREFIX}/')" in variables["changes"]
+    restart = workloads.restart_patch({}, {"s": "0123456789abcdef"}, "2025-01-01T00:00:00Z")
+    assert restart is not None
+    assert restart["spec"]["template"]["metadata"].keys() == {"annotations"}
+    assert set(restart["spec"]["template"]["metadata"]["annotations"]) == {
+        desired.LAST_RESTARTED,
+        workloads.RESTARTED_FOR,
+    }
+
+
 # -- values.schema.json ----------------------------------------------------------------------------
 
 
@@ -614,6 +700,8 @@ def test_standalone_mode_has_no_lease() -> None:
         ({"operator": {"imagePullPolicy": "Sometimes"}}, "imagePullPolicy"),
         ({"operator": {"metrics": {"port": 70000}}}, "port"),
         ({"connectServer": {"enabled": "true"}}, "enabled"),
+        ({"admissionPolicy": {"enabled": "yes"}}, "enabled"),
+        ({"admissionPolicy": {"failurePolicy": "Ignore"}}, "failurePolicy"),
     ],
 )
 def test_schema_rejects_wrong_types_and_unknown_keys(values: dict[str, Any], complaint: str) -> None:
