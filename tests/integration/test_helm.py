@@ -31,7 +31,7 @@ from kubernetes import client, config
 
 from bench.kube import Kube
 from opsync.connect.client import ConnectClient
-from opsync.core import crd
+from opsync.core import crd, desired, workloads
 from opsync.tooling import binaries
 from opsync.tooling.controlplane import free_port
 from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
@@ -40,6 +40,7 @@ from tests.integration.helpers import (
     CHILDREN,
     VAULT,
     eventually,
+    install_rollout_crd,
     make_namespace,
     new_item,
     pod_spec,
@@ -49,6 +50,15 @@ from tests.integration.helpers import (
 
 CHART = REPO / "helm" / "opsync"
 LAST_RESTARTED = "operator.1password.io/last-restarted"
+POLICY_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+POLICY_MESSAGE = (
+    "opsync's ServiceAccount may change only the pod template's restart annotations "
+    "(operator.1password.io/last-restarted, opsync.io/restarted-for) and its finalizer "
+    "onepassword.com/finalizer.secret; this request also changes "
+)
+STRATEGIC = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 def helm_binary() -> Path:
@@ -176,6 +186,16 @@ def install(
     return Release(name, namespace, manifest, kubeconfig, sa_api)
 
 
+def upgrade(cluster: Cluster, home: Path, release: Release, *set_values: str) -> list[dict[str, Any]]:
+    """``helm upgrade --reuse-values --set ...`` of ``release``; the new manifest."""
+    where = ("--namespace", release.namespace)
+    sets = [arg for value in set_values for arg in ("--set", value)]
+    upgrade_args = ("upgrade", release.name, str(CHART), *where, "--reuse-values", *sets)
+    run_helm(*upgrade_args, kubeconfig=cluster.kubeconfig, home=home)
+    manifest = run_helm("get", "manifest", release.name, *where, kubeconfig=cluster.kubeconfig, home=home)
+    return [doc for doc in yaml.safe_load_all(manifest) if doc]
+
+
 def operator_command(release: Release, token_file: Path) -> tuple[list[str], dict[str, str]]:
     """The Deployment's container as a local process: its args (but the listen addresses, which
     the harness sets to local ports) and env, with the token file where the pod would have it."""
@@ -269,6 +289,15 @@ async def test_helm_install_renders_a_namespaced_release(namespaced: Namespaced)
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "OP_CONNECT_TOKEN" not in env  # the token is a mounted file
     assert env["WATCH_NAMESPACE"]["value"] == ",".join(namespaced.watched)
+    # The API server serves admissionregistration.k8s.io/v1: helm rendered the policy, for this
+    # release's ServiceAccount only.
+    (policy,) = release.objects("ValidatingAdmissionPolicy")
+    (binding,) = release.objects("ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    account = release.objects("ServiceAccount")[0]["metadata"]["name"]
+    (condition,) = policy["spec"]["matchConditions"]
+    username = f"system:serviceaccount:{release.namespace}:{account}"
+    assert condition["expression"] == f'request.userInfo.username == "{username}"'
 
 
 async def test_operator_with_the_chart_service_account_syncs_items(
@@ -353,6 +382,30 @@ async def test_annotation_mode_and_rollout_restarts_with_the_chart_rbac(
     )
 
 
+async def test_the_operator_removes_its_finalizer_through_the_admission_policy(
+    namespaced: Namespaced, kube: Kube, connect: ConnectClient
+) -> None:
+    # kopf takes its finalizer off a Deployment being deleted: an UPDATE of a terminating object,
+    # made as the chart's ServiceAccount, which the policy must let through.
+    namespace = namespaced.watched[1]
+    title = f"helm-leaving-{uuid.uuid4().hex[:8]}"
+    await new_item(connect, title=title, password="bye")
+    annotations = {desired.ITEM_PATH: f"vaults/{VAULT}/items/{title}", desired.ITEM_NAME: "leaving"}
+    kube.apps.create_namespaced_deployment(
+        namespace, workload("Deployment", "leaving", pod_spec(), annotations)
+    )
+    assert await eventually(lambda: kube.secret_data(namespace, "leaving"), within=60) == {"password": b"bye"}
+
+    def finalizers() -> list[str]:
+        return kube.apps.read_namespaced_deployment("leaving", namespace).metadata.finalizers or []
+
+    assert await eventually(lambda: desired.FINALIZER in finalizers())
+    kube.apps.delete_namespaced_deployment("leaving", namespace)
+    read = functools.partial(kube.apps.read_namespaced_deployment, "leaving", namespace)
+    assert await eventually(lambda: status_of(read) == 404, within=30)
+    assert await eventually(lambda: kube.secret(namespace, "leaving") is None, within=30)
+
+
 async def test_no_permission_is_missing(namespaced: Namespaced) -> None:
     # Runs after the tests above: every kind of request they caused is in the log.
     log = namespaced.operator.logs()
@@ -417,6 +470,226 @@ async def test_everything_outside_the_role_is_forbidden(namespaced: Namespaced) 
     assert not can("delete", "coordination.k8s.io", "leases", namespaced.release.namespace)
     assert not can("get", "coordination.k8s.io", "leases", namespaced.release.namespace, name="other")
     assert not can("create", "coordination.k8s.io", "leases", watched)
+
+
+# -- the admission policy: the chart's ServiceAccount may only restart workloads -------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A PATCH of one workload: its kind and name, the patch and its content type."""
+
+    kind: str
+    name: str
+    body: Any
+    content_type: str
+
+
+def patch_as(
+    api: client.ApiClient, namespace: str, probe: Probe, *, dry_run: bool = False
+) -> tuple[int, str]:
+    """Send ``probe`` with ``api`` (a dry run: admission runs, nothing is stored): the HTTP status
+    and the API server's message ("" when it succeeded)."""
+    apps = client.AppsV1Api(api)
+    patches = {
+        "Deployment": apps.patch_namespaced_deployment,
+        "StatefulSet": apps.patch_namespaced_stateful_set,
+        "DaemonSet": apps.patch_namespaced_daemon_set,
+    }
+    dry = "All" if dry_run else None
+    try:
+        if probe.kind == "Rollout":
+            client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", namespace, "rollouts", probe.name, probe.body,
+                dry_run=dry, _content_type=probe.content_type,
+            )  # fmt: skip
+        else:
+            patches[probe.kind](
+                probe.name, namespace, probe.body, dry_run=dry, _content_type=probe.content_type
+            )
+    except client.ApiException as exc:
+        message: str = json.loads(exc.body or "{}").get("message", "")
+        return int(exc.status), message
+    return 200, ""
+
+
+def container_patch(**fields: Any) -> dict[str, Any]:
+    """A strategic merge patch of the container ``app`` (pod_spec's)."""
+    return {"spec": {"template": {"spec": {"containers": [{"name": "app", **fields}]}}}}
+
+
+def restart_patch() -> dict[str, Any]:
+    """The patch opsync sends to restart a workload (opsync.core.workloads.restart_patch)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    patch = workloads.restart_patch({}, {f"secret-{uuid.uuid4().hex[:6]}": "0123456789abcdef"}, now)
+    assert patch is not None
+    return patch
+
+
+def restart_probe(kind: str) -> Probe:
+    # As kube.py sends it: a strategic merge patch, a JSON merge patch for Argo Rollouts.
+    return Probe(kind, "guarded", restart_patch(), MERGE if kind == "Rollout" else STRATEGIC)
+
+
+def denied(kind: str, body: Any, changed: str, content_type: str = STRATEGIC) -> tuple[Probe, str]:
+    """A PATCH of the workload ``guarded`` and what the policy's message says it changes."""
+    return Probe(kind, "guarded", body, content_type), changed
+
+
+EVIL = "evil.example/miner:1"
+TEMPLATE_SPEC = "spec.template.spec"
+SERVICE_ACCOUNT = {"spec": {"template": {"spec": {"serviceAccountName": "deployer"}}}}
+DENIED: dict[str, tuple[Probe, str]] = {
+    "a Deployment's image": denied("Deployment", container_patch(image=EVIL), TEMPLATE_SPEC),
+    "a Deployment's image, as a JSON merge patch": denied(
+        "Deployment", container_patch(image=EVIL), TEMPLATE_SPEC, MERGE
+    ),
+    "a Deployment's command": denied(
+        "Deployment", container_patch(command=["sh", "-c", "id"]), TEMPLATE_SPEC
+    ),
+    "a Deployment's serviceAccountName": denied("Deployment", SERVICE_ACCOUNT, TEMPLATE_SPEC),
+    "a Deployment's image beside the restart annotations": denied(
+        "Deployment",
+        {
+            "spec": {
+                "template": {
+                    **restart_patch()["spec"]["template"],
+                    **container_patch(image=EVIL)["spec"]["template"],
+                }
+            }
+        },
+        TEMPLATE_SPEC,
+    ),
+    "a Deployment's replicas": denied("Deployment", {"spec": {"replicas": 5}}, "spec.replicas"),
+    "a Deployment's labels": denied("Deployment", {"metadata": {"labels": {"team": "x"}}}, "metadata.labels"),
+    "another annotation of a Deployment": denied(
+        "Deployment",
+        {"metadata": {"annotations": {"example.com/x": "y"}}},
+        "metadata.annotations[example.com/x]",
+    ),
+    "another pod template annotation": denied(
+        "Deployment",
+        {"spec": {"template": {"metadata": {"annotations": {"example.com/x": "y"}}}}},
+        "spec.template.metadata.annotations[example.com/x]",
+    ),
+    "a pod template label": denied(
+        "Deployment",
+        {"spec": {"template": {"metadata": {"labels": {"x": "y"}}}}},
+        "spec.template.metadata.labels",
+    ),
+    "a StatefulSet's image": denied("StatefulSet", container_patch(image=EVIL), TEMPLATE_SPEC),
+    "another finalizer": denied(
+        "StatefulSet",
+        [{"op": "add", "path": "/metadata/finalizers", "value": [desired.FINALIZER, "example.com/other"]}],
+        "metadata.finalizers",
+        JSON_PATCH,
+    ),
+    "kopf's progress annotation on a StatefulSet (kopf handles Deployments only)": denied(
+        "StatefulSet",
+        {"metadata": {"annotations": {"opsync.io/x": "{}"}}},
+        "metadata.annotations[opsync.io/x]",
+    ),
+    "a DaemonSet's serviceAccountName": denied("DaemonSet", SERVICE_ACCOUNT, TEMPLATE_SPEC),
+    "a DaemonSet's updateStrategy": denied(
+        "DaemonSet",
+        {"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": None}}},
+        "spec.updateStrategy",
+    ),
+    # Custom resources take no strategic merge patch: the container list is replaced.
+    "an Argo Rollout's image": denied("Rollout", container_patch(image=EVIL), TEMPLATE_SPEC, MERGE),
+}
+
+
+def template_annotations_of(api: client.ApiClient, namespace: str, kind: str) -> dict[str, str]:
+    apps = client.AppsV1Api(api)
+    if kind == "Rollout":
+        body = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", namespace, "rollouts", "guarded"
+        )
+        return workloads.template_annotations(body)
+    reads = {
+        "Deployment": apps.read_namespaced_deployment,
+        "StatefulSet": apps.read_namespaced_stateful_set,
+        "DaemonSet": apps.read_namespaced_daemon_set,
+    }
+    return dict(reads[kind]("guarded", namespace).spec.template.metadata.annotations or {})
+
+
+async def test_admission_policy_lets_the_service_account_only_restart_workloads(
+    namespaced: Namespaced, cluster: Cluster, api_client: client.ApiClient, helm_home: Path
+) -> None:
+    release, namespace = namespaced.release, namespaced.watched[1]
+    apps = client.AppsV1Api(api_client)
+    install_rollout_crd(api_client)
+    kinds = ("Deployment", "StatefulSet", "DaemonSet", "Rollout")
+    bodies = {kind: workload(kind, "guarded", pod_spec()) for kind in kinds}
+    apps.create_namespaced_deployment(namespace, bodies["Deployment"])
+    apps.create_namespaced_stateful_set(namespace, bodies["StatefulSet"])
+    apps.create_namespaced_daemon_set(namespace, bodies["DaemonSet"])
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "rollouts", bodies["Rollout"]
+    )
+    as_opsync = functools.partial(patch_as, release.api, namespace)
+    # The API server applies a new policy within moments: wait for it (a dry run stores nothing).
+    first = DENIED["a Deployment's image"][0]
+    assert await eventually(lambda: as_opsync(first, dry_run=True)[0] == 403, within=30)
+
+    # Denied, each with the policy's message naming what else it changes.
+    denial = f"ValidatingAdmissionPolicy '{policy_name(release)}' with binding '{policy_name(release)}' denied request: "
+    outcomes = {what: as_opsync(probe) for what, (probe, _) in DENIED.items()}
+    assert {what: (status, message.partition(denial)[2]) for what, (status, message) in outcomes.items()} == {
+        what: (403, POLICY_MESSAGE + changed) for what, (_, changed) in DENIED.items()
+    }
+
+    # Allowed: a restart of each kind, as opsync sends it, twice (the annotations added, then
+    # changed). A DaemonSet's restart also makes the API server bump its template generation.
+    generation = "deprecated.daemonset.template.generation"
+    ds_generation = apps.read_namespaced_daemon_set("guarded", namespace).metadata.annotations[generation]
+    for _ in range(2):
+        for kind in kinds:
+            probe = restart_probe(kind)
+            assert as_opsync(probe) == (200, ""), kind
+            expected = probe.body["spec"]["template"]["metadata"]["annotations"]
+            assert template_annotations_of(api_client, namespace, kind) == expected, kind
+    daemon_set = apps.read_namespaced_daemon_set("guarded", namespace)
+    assert int(daemon_set.metadata.annotations[generation]) == int(ds_generation) + 2
+    # Allowed: the finalizer on and off (JSON patches, as kopf sends them; on a StatefulSet, which
+    # the running operator does not watch, so kopf does not take it off meanwhile) ...
+    stateful_set = functools.partial(apps.read_namespaced_stateful_set, "guarded", namespace)
+    add = [{"op": "add", "path": "/metadata/finalizers", "value": [desired.FINALIZER]}]
+    assert as_opsync(Probe("StatefulSet", "guarded", add, JSON_PATCH)) == (200, "")
+    assert stateful_set().metadata.finalizers == [desired.FINALIZER]
+    remove = [{"op": "remove", "path": "/metadata/finalizers/0"}]
+    assert as_opsync(Probe("StatefulSet", "guarded", remove, JSON_PATCH)) == (200, "")
+    assert not stateful_set().metadata.finalizers
+    # ... and kopf's progress annotations on a Deployment (written while a handler retries).
+    progress = "opsync.io/opsync.handlers.deployments.sync_deployment"
+    for value in ('{"retries":1}', None):
+        body = {"metadata": {"annotations": {progress: value}}}
+        assert as_opsync(Probe("Deployment", "guarded", body, MERGE)) == (200, ""), value
+    deployment = functools.partial(apps.read_namespaced_deployment, "guarded", namespace)
+    # The policy is for opsync's ServiceAccount only: the admin changes the image.
+    image = Probe("Deployment", "guarded", container_patch(image="registry.invalid/app:2"), STRATEGIC)
+    assert patch_as(api_client, namespace, image) == (200, "")
+    assert deployment().spec.template.spec.containers[0].image == "registry.invalid/app:2"
+
+    # Without the policy, every denied request would have passed: RBAC allows them all.
+    try:
+        manifest = upgrade(cluster, helm_home, release, "admissionPolicy.enabled=false")
+        assert not {doc["kind"] for doc in manifest} & POLICY_KINDS
+        assert await eventually(lambda: as_opsync(first, dry_run=True) == (200, ""), within=30)
+        without = {what: as_opsync(probe, dry_run=True) for what, (probe, _) in DENIED.items()}
+        assert without == dict.fromkeys(DENIED, (200, ""))
+    finally:
+        manifest = upgrade(cluster, helm_home, release, "admissionPolicy.enabled=true")
+    assert {doc["kind"] for doc in manifest} >= POLICY_KINDS
+    assert await eventually(lambda: as_opsync(first, dry_run=True)[0] == 403, within=30)
+
+
+def policy_name(release: Release) -> str:
+    (policy,) = release.objects("ValidatingAdmissionPolicy")
+    name: str = policy["metadata"]["name"]
+    return name
 
 
 # -- every-namespace mode, with the optional objects ---------------------------------------------
