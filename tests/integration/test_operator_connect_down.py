@@ -92,3 +92,62 @@ async def test_connect_down_leaves_the_secret_unchanged_and_says_why(
         if operator is not None:
             operator.stop()
         connect_process.stop()
+
+
+async def test_an_outage_shows_in_the_fresh_condition_while_ready_stays_true(
+    cluster: Cluster,
+    crds_installed: None,
+    api_client: client.ApiClient,
+    kube: Kube,
+    tmp_path: Path,
+) -> None:
+    """A synced item whose Secret is still right stays Ready=True during an outage; Fresh=False
+    says Connect is failing (since when, and its last good check), one Warning Event says it
+    once, and the condition goes when Connect answers again."""
+    connect_process = start_connect(tmp_path / "connect")
+    operator = None
+    namespace = None
+    try:
+        operator = start_operator(
+            cluster,
+            connect_process,
+            tmp_path / "operator",
+            namespace_prefix="opf-",
+            env={"POLLING_INTERVAL": "1"},
+        )
+        namespace = make_namespace(api_client, "opf-")
+        async with ConnectClient(connect_config(connect_process)) as connect:
+            item = await new_item(connect, password="fresh")
+        kube.create_item(namespace, "fresh", f"vaults/{VAULT}/items/{item.id}")
+        await eventually(lambda: secret_ready(kube, namespace, "fresh"))
+
+        def fresh() -> dict[str, str] | None:
+            conditions = (kube.item(namespace, "fresh").get("status") or {}).get("conditions") or []
+            found = [c for c in conditions if c["type"] == "Fresh"]
+            return found[0] if found else None
+
+        assert fresh() is None  # no condition while Connect answers: a steady item costs nothing
+        await eventually(lambda: operator.metric("opsync_polls_total") >= 2)  # a successful check
+
+        connect_process.stop()
+        condition = await eventually(fresh, within=30)
+        assert (condition["status"], condition["reason"]) == ("False", "ConnectUnavailable")
+        assert "last successful check" in condition["message"]
+        assert secret_ready(kube, namespace, "fresh")  # the Secret is still right
+        events = await eventually(
+            lambda: [e for e in kube.events(namespace, "fresh") if e.reason == "ConnectUnavailable"]
+        )
+        assert events[0].type == "Warning"
+        polls_during = operator.metric("opsync_polls_total")
+        await eventually(lambda: operator.metric("opsync_polls_total") >= polls_during + 2, within=30)
+        assert len([e for e in kube.events(namespace, "fresh") if e.reason == "ConnectUnavailable"]) == 1
+
+        connect_process = connect_process.restart()
+        await eventually(lambda: fresh() is None, within=30)
+        assert secret_ready(kube, namespace, "fresh")
+    finally:
+        if namespace is not None:
+            client.CoreV1Api(api_client).delete_namespace(namespace)
+        if operator is not None:
+            operator.stop()
+        connect_process.stop()

@@ -280,3 +280,37 @@ async def test_a_full_resync_lists_every_vault_in_use_and_writes_nothing_unchang
     assert report.full and report.vaults_listed == 2  # Kubernetes and Platform, not Spare
     assert harness.requests() == {"vaults": 1, "list": 2, "all": 3}
     assert harness.writes() == []
+
+
+async def test_an_outage_is_told_once_when_it_begins_and_once_when_it_ends(harness: Harness) -> None:
+    from opsync.core.errors import ConnectUnavailable
+    from opsync.sync.poller import Outage
+
+    told: list[Outage | None] = []
+
+    async def on_outage(outage: Outage | None) -> None:
+        told.append(outage)
+
+    poller = Poller(harness.reconciler, harness.sync, interval=60, on_outage=on_outage)
+    poller.track(DB)
+    await poller.poll_once()
+    assert told == [] and poller.outage is None
+
+    client = harness.connect.client
+    working = client.list_vaults
+
+    async def down() -> Any:
+        raise ConnectUnavailable("Connect could not be reached")
+
+    client.list_vaults = down  # type: ignore[method-assign]
+    for _ in range(3):
+        with pytest.raises(ConnectUnavailable):
+            await poller.poll_once()
+    (outage,) = told
+    assert outage is not None and outage.reason == "ConnectUnavailable"
+    assert outage.last_ok is not None and outage.since >= outage.last_ok
+    assert "last successful check" in outage.describe()
+
+    client.list_vaults = working  # type: ignore[method-assign]
+    await poller.poll_once()
+    assert told == [outage, None] and poller.outage is None

@@ -417,3 +417,24 @@ async def test_a_first_403_says_retrying_and_only_a_lasting_one_gives_the_grant_
     with pytest.raises(kopf.TemporaryError):
         await reporting.report_failure(still, TARGET, failure, body=body(stored), retry=2)  # type: ignore[arg-type]
     assert still.patches == []
+
+
+# -- Fresh ---------------------------------------------------------------------------------------
+
+
+def test_fresh_false_joins_ready_during_an_outage_and_leaves_after_it(clock: list[str]) -> None:
+    from opsync.sync.poller import Outage
+
+    current = ready_status()
+    outage = Outage(reason=Reason.ConnectUnavailable, message="down", since=T1, last_ok=T0)
+    patch = reporting.fresh_status(current, outage)
+    assert patch is not None
+    assert conditions(patch) == {"Ready": ("True", "Synced"), "Fresh": ("False", "ConnectUnavailable")}
+    (fresh,) = [c for c in patch["conditions"] if c["type"] == "Fresh"]
+    assert fresh["lastTransitionTime"] == T1 and T0 in fresh["message"]
+
+    during = {**current, **patch}
+    assert reporting.fresh_status(during, outage) is None  # told once
+    after = reporting.fresh_status(during, None)
+    assert after is not None and conditions(after) == {"Ready": ("True", "Synced")}
+    assert reporting.fresh_status(current, None) is None  # a steady item: no write

@@ -22,12 +22,12 @@ from opsync.core.itempath import Fetched
 from opsync.handlers.diffbase import MemoryDiffBaseStorage
 from opsync.handlers.registry import build_registry
 from opsync.handlers.runtime import Runtime
-from opsync.handlers.syncing import restart_workloads, sync_and_report
+from opsync.handlers.syncing import report_outage, restart_workloads, sync_and_report
 from opsync.kube import KubeApi
 from opsync.ops.metrics import Metrics
 from opsync.settings import OperatorSettings
 from opsync.sync.debounce import Debouncer
-from opsync.sync.poller import Poller, PollReport
+from opsync.sync.poller import Outage, Poller, PollReport
 from opsync.sync.reconcile import Failure, Outcome, Reconciler, Target
 from opsync.sync.restarts import Restarter
 
@@ -75,6 +75,9 @@ def build_runtime(
     async def after_poll(changes: Sequence[tuple[Target, Outcome]]) -> None:
         await restart_workloads(built[0], changes)
 
+    async def on_outage(outage: Outage | None) -> None:
+        await report_outage(built[0], outage)
+
     def on_poll(report: PollReport, seconds: float, ok: bool) -> None:
         metrics.poll(seconds, ok)
         metrics.items_checked(report.checked)
@@ -101,6 +104,7 @@ def build_runtime(
             full_resync_every=settings.full_resync_every,
             after_poll=after_poll,
             on_poll=on_poll,
+            on_outage=on_outage,
         ),
         restarter=Restarter(
             kube, default=settings.auto_restart, on_restart=lambda done: metrics.restart(done.kind)

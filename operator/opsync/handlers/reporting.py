@@ -22,12 +22,14 @@ from opsync.core import crd
 from opsync.core.desired import ObjectRef
 from opsync.core.errors import Reason
 from opsync.kube import KubeApi
+from opsync.sync.poller import Outage
 from opsync.sync.reconcile import Failure, Outcome, Target, success_message
 
 logger = logging.getLogger(__name__)
 
 READY = "Ready"
 CONTENT_VALID = "ContentValid"
+FRESH = "Fresh"
 _ALWAYS_KEPT = frozenset({"type", "status", "message", "lastTransitionTime"})
 """The condition keys that even the official operator's CRD keeps."""
 MAX_RETRY_DELAY = 300.0
@@ -171,6 +173,26 @@ def _same_failure(previous: Mapping[str, Any] | None, failure: Failure) -> bool:
     if "reason" in previous:
         return bool(previous.get("reason") == failure.reason)
     return previous.get("message") in (failure.message, failure.persistent_message)
+
+
+def fresh_status(current: Mapping[str, Any] | None, outage: Outage | None) -> dict[str, Any] | None:
+    """The status patch that says Connect is failing (``Fresh=False``, beside an untouched
+    ``Ready``) or, with ``outage`` None, that removes that condition; None when nothing changes.
+    ``Fresh`` exists only during an outage, so a steady item costs no write."""
+    conditions = [dict(c) for c in (current or {}).get("conditions") or []]
+    kept = [c for c in conditions if c.get("type") != FRESH]
+    if outage is not None:
+        condition = crd.Condition(
+            type=FRESH,
+            status="False",
+            reason=outage.reason,
+            message=outage.describe(),
+            lastTransitionTime=outage.since,
+        )
+        kept.append(condition.model_dump(mode="json", exclude_none=True))
+    if kept == conditions:
+        return None
+    return {"conditions": kept}
 
 
 async def post(kube: KubeApi, ref: ObjectRef, *, type_: str, reason: Reason, message: str) -> None:

@@ -10,6 +10,7 @@ kopf's backoff (``kopf.TemporaryError``) is kopf's; the rest is the use cases'.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,10 +18,11 @@ from typing import Any
 import kopf
 
 from opsync.core import crd
-from opsync.core.errors import Reason
+from opsync.core.errors import KubeError, Reason
 from opsync.core.itempath import Fetched
 from opsync.handlers import reporting
 from opsync.handlers.runtime import Runtime
+from opsync.sync.poller import Outage, Tracked
 from opsync.sync.reconcile import Failure, Outcome, Target, describe_failure
 from opsync.sync.restarts import SecretChange
 
@@ -108,3 +110,43 @@ async def sync_target(
     result = await sync_and_report(runtime, target, body=body, retry=retry, raise_retryable=raise_retryable)
     if isinstance(result, Outcome):
         await restart_workloads(runtime, [(target, result)])
+
+
+OUTAGE_WRITES = 16
+"""Status writes in flight at once when an outage begins or ends (the Kubernetes pool's size)."""
+
+
+async def report_outage(runtime: Runtime, outage: Outage | None) -> None:
+    """Connect began failing the polls (``outage``) or answers again (None): every synced
+    OnePasswordItem gets ``Fresh=False`` (its Secret is still right, so ``Ready`` stays) and one
+    Warning Event, or loses that condition again."""
+    if outage is not None:
+        logger.warning("Connect unavailable: %s", outage.describe())
+    else:
+        logger.info("Connect answers again: Secrets are being kept up to date")
+    gate = asyncio.Semaphore(OUTAGE_WRITES)
+
+    async def one(entry: Tracked) -> None:
+        target, body = entry.target, entry.body
+        if target.owner.kind != crd.KIND or body is None or not entry.synced:
+            return
+        status = reporting.fresh_status(body.get("status"), outage)
+        if status is None:
+            return
+        async with gate:
+            try:
+                await runtime.kube.patch_item_status(target.namespace, target.owner.name, status)
+                if outage is not None:
+                    await reporting.post(
+                        runtime.kube,
+                        target.owner_ref,
+                        type_="Warning",
+                        reason=outage.reason,
+                        message=outage.describe(),
+                    )
+            except KubeError as exc:
+                logger.warning(
+                    "could not report Connect's state on %s/%s: %s", target.namespace, target.owner.name, exc
+                )
+
+    await asyncio.gather(*(one(entry) for entry in runtime.poller.entries()))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import random
 import time
@@ -36,7 +37,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from opsync.connect.models import Item, Vault
-from opsync.core.errors import ConnectError, SpecError
+from opsync.core.errors import (
+    ConnectError,
+    ConnectTransientError,
+    RateLimited,
+    Reason,
+    SpecError,
+    Unauthorized,
+)
 from opsync.core.itempath import Fetched, ItemPath, pick, pick_vault
 from opsync.sync.ports import ItemSource
 from opsync.sync.reconcile import Failure, Outcome, Reconciler, Target
@@ -48,6 +56,43 @@ State = Literal["new", "ok", "transient", "permanent"]
 Result = Outcome | Failure
 SyncFn = Callable[[Target, Mapping[str, Any] | None, Sequence[Fetched] | None], Awaitable[Result]]
 AfterPollFn = Callable[[Sequence[tuple[Target, Outcome]]], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outage:
+    """Connect failing the polls: since when, why, and when it last answered."""
+
+    reason: Reason
+    message: str
+    since: str
+    """When the first failed poll ended (RFC 3339, UTC)."""
+    last_ok: str | None
+    """When a poll last succeeded (RFC 3339, UTC); None if none has since the start."""
+
+    def describe(self) -> str:
+        checked = f"last successful check {self.last_ok}" if self.last_ok else "no successful check yet"
+        return (
+            f"Connect failing since {self.since} ({self.message}); {checked}. The Secret holds the "
+            "item as last synced; changes in 1Password reach it once Connect answers again"
+        )
+
+
+OutageFn = Callable[[Outage | None], Awaitable[None]]
+"""Told when an outage begins (an Outage) and when it ends (None)."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _outage_reason(exc: ConnectError) -> Reason:
+    if isinstance(exc, Unauthorized):
+        return Reason.Unauthorized
+    if isinstance(exc, RateLimited):
+        return Reason.RateLimited
+    if isinstance(exc, ConnectTransientError):
+        return Reason.ConnectUnavailable
+    return Reason.ConnectError
 
 
 @dataclass(eq=False)
@@ -96,6 +141,7 @@ class Poller:
         jitter: float = 0.1,
         after_poll: AfterPollFn | None = None,
         on_poll: Callable[[PollReport, float, bool], None] | None = None,
+        on_outage: OutageFn | None = None,
     ) -> None:
         self.reconciler = reconciler
         self.connect: ItemSource = reconciler.connect
@@ -105,6 +151,10 @@ class Poller:
         self.jitter = jitter
         self._after_poll = after_poll
         self._on_poll = on_poll
+        self._on_outage = on_outage
+        self.outage: Outage | None = None
+        """Connect failing the polls now, or None."""
+        self._last_ok: str | None = None
         self._tracked: dict[str, Tracked] = {}
         self._vault_versions: dict[str, int | None] = {}
         self._polls = 0
@@ -151,6 +201,10 @@ class Poller:
     def tracked(self, owner_uid: str) -> Tracked | None:
         return self._tracked.get(owner_uid)
 
+    def entries(self) -> list[Tracked]:
+        """Every tracked target (a copy: the list may change while its reader awaits)."""
+        return list(self._tracked.values())
+
     # -- polling ---------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -179,10 +233,32 @@ class Poller:
             try:
                 await self._poll(report)
                 ok = True
+            except ConnectError as exc:
+                await self._connect_failed(exc)
+                raise
             finally:
                 if self._on_poll is not None:
                     self._on_poll(report, time.monotonic() - started, ok)
+            await self._connect_answered()
             return report
+
+    async def _connect_failed(self, exc: ConnectError) -> None:
+        """A poll met a Connect failure: the first one begins an outage (reported once)."""
+        if self.outage is not None:
+            return
+        self.outage = Outage(
+            reason=_outage_reason(exc), message=str(exc), since=_now(), last_ok=self._last_ok
+        )
+        if self._on_outage is not None:
+            await self._on_outage(self.outage)
+
+    async def _connect_answered(self) -> None:
+        self._last_ok = _now()
+        if self.outage is None:
+            return
+        self.outage = None
+        if self._on_outage is not None:
+            await self._on_outage(None)
 
     async def _poll(self, report: PollReport) -> None:
         vaults = await self.connect.list_vaults()
