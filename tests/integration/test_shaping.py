@@ -783,6 +783,27 @@ async def test_typed_secrets_are_built_and_checked(shaping: Shaping) -> None:
 # -- 7. the Secret's name, labels and annotations ------------------------------------------------
 
 
+async def test_a_spec_over_256_kib_of_annotations_gets_a_clear_status_and_no_kopf_error(
+    shaping: Shaping,
+) -> None:
+    """30 annotations of 10 KB: the CRD admits the spec, Kubernetes would refuse the Secret. kopf
+    used to fail with a 422 on its last-handled-configuration annotation (the whole spec), with
+    tracebacks and throttling; its diff state is kept in memory now, so only the status speaks."""
+    logs_before = len(shaping.operator.logs())
+    shaping.create(
+        "huge",
+        itemPath=path("api"),
+        secretAnnotations={f"example.com/a{n}": "x" * 10_000 for n in range(30)},
+    )
+    condition = await shaping.failed("huge", "InvalidMetadata")
+    assert "256 KiB" in condition["message"]
+    assert shaping.find("huge") is None
+    written = shaping.operator.logs()[logs_before:]
+    assert "Traceback" not in written and "422" not in written
+    annotations = shaping.item("huge")["metadata"].get("annotations") or {}
+    assert not [key for key in annotations if key.startswith(("opsync.io/", "kopf.zalando.org/"))]
+
+
 async def test_secret_name_labels_and_annotations_follow_the_spec(shaping: Shaping) -> None:
     shaping.create(
         "named",
