@@ -14,8 +14,13 @@ RUNTIME := $(RUNTIME_VENV)/.installed
 PYTEST_ARGS ?=
 # Extra arguments for `make bench`, e.g. ARGS="--items 100".
 ARGS ?=
+# The official Connect OpenAPI spec for `make fuzz` (1Password/connect, docs/openapi/spec.yaml). It has
+# no licence, so it is not in this repository; the default is the copy beside the checkout.
+SPEC ?= ../shared/reference/connect-openapi-1.7.1.yaml
+# Extra arguments for `make fuzz`, e.g. FUZZ_ARGS="--max-examples 100 --seed 7".
+FUZZ_ARGS ?=
 
-.PHONY: help venv bins lint typecheck crds chart-crd check-crds helm-lint unit test bench run clean
+.PHONY: help venv bins lint typecheck crds chart-crd check-crds helm-lint unit test bench fuzz run clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -69,6 +74,11 @@ test: bins lint typecheck check-crds ## everything CI runs: lint, types, CRD dri
 
 bench: $(INSTALLED) $(RUNTIME) bins ## measure Connect requests, latency, memory, CPU, logs at 100, 1000 and 10000 items (ARGS="--items 100")
 	$(BIN)/python -m bench.run --python $(RUNTIME_VENV)/bin/python $(ARGS)
+
+fuzz: $(INSTALLED) ## fuzz the local Connect server from the official OpenAPI spec with schemathesis (SPEC=..., FUZZ_ARGS=...; not in make test)
+	@test -f "$(SPEC)" || { echo "make fuzz: no OpenAPI spec at $(SPEC); pass SPEC=path/to/connect-openapi-1.7.1.yaml (1Password/connect, docs/openapi/spec.yaml)" >&2; exit 2; }
+	$(BIN)/python -c 'import schemathesis' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	$(BIN)/python tests/fuzz/connect_server.py --spec "$(SPEC)" $(FUZZ_ARGS)
 
 # With KUBECONFIG and OP_CONNECT_HOST both set: the operator against that cluster and Connect.
 # Otherwise: the demo (local control plane + local Connect server + operator + examples/).
