@@ -39,6 +39,7 @@ from opsync.core.desired import (
     owner_references,
     owners_patch,
     retain_patch,
+    rollout_done_patch,
 )
 from opsync.core.errors import KubeError, shorten
 from opsync.core.mapping import SecretData
@@ -235,6 +236,21 @@ class KubeApi:
             body=owners_patch(existing, references),
             content_type=JSON_PATCH,
         )
+
+    async def clear_rollout_pending(self, namespace: str, name: str, fingerprint: str) -> None:
+        """The rollouts for ``fingerprint`` are done: clear the Secret's marker, unless it is gone
+        or marks a newer data change (the patch's ``test`` fails: 422)."""
+        try:
+            await self._request(
+                f"clearing the rollout marker of Secret {namespace}/{name}",
+                "PATCH",
+                _secret(namespace, name),
+                body=rollout_done_patch(fingerprint),
+                content_type=JSON_PATCH,
+            )
+        except KubeError as exc:
+            if exc.status not in (404, 422):
+                raise
 
     async def retain_secret(self, existing: SecretState, references: list[Owner], retained_from: str) -> None:
         """Leave a Secret behind (see :func:`~opsync.core.desired.retain_patch`)."""

@@ -100,6 +100,11 @@ class OperatorSettings(ExplicitSettings):
     drift_resync_seconds: float = Field(
         default=1.0, ge=0, le=60, description="Debounce before a drifted Secret is restored."
     )
+    fault_point: Literal["", "exit-before-rollout"] = Field(
+        default="",
+        description="Tests only: exit-before-rollout exits (code 137, as a kill) right after a Secret's "
+        "data changed and before its workloads are rolled out.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -45,6 +45,7 @@ KUBE_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "replace_secret": {("", "secrets", "update")},
     "set_owner_references": {("", "secrets", "patch")},
     "retain_secret": {("", "secrets", "patch")},
+    "clear_rollout_pending": {("", "secrets", "patch")},
     "delete_secret": {("", "secrets", "delete")},
     "post_event": {("", "events", "create")},
     "namespace_annotations": {("", "namespaces", "get")},
@@ -240,6 +241,7 @@ def kube_requests() -> dict[str, set[tuple[str, str, str]]]:
         "replace_secret": lambda k: k.replace_secret(desired_secret, state),
         "set_owner_references": lambda k: k.set_owner_references(state, [OWNER]),
         "retain_secret": lambda k: k.retain_secret(state, [], "OnePasswordItem/x"),
+        "clear_rollout_pending": lambda k: k.clear_rollout_pending("ns", "s", "f"),
         "delete_secret": lambda k: k.delete_secret("ns", "s", uid="u"),
         "post_event": lambda k: k.post_event(
             ObjectRef("v1", "Secret", "ns", "s", "u"), type_="Normal", reason="R", message="m"

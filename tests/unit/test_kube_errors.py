@@ -34,6 +34,7 @@ CALLS: dict[str, Callable[[KubeApi], Awaitable[Any]]] = {
     "replace_secret": lambda kube: kube.replace_secret(DESIRED, STATE),
     "set_owner_references": lambda kube: kube.set_owner_references(STATE, [OWNER]),
     "retain_secret": lambda kube: kube.retain_secret(STATE, [], "db"),
+    "clear_rollout_pending": lambda kube: kube.clear_rollout_pending("ns", "db", "f"),
     "delete_secret": lambda kube: kube.delete_secret("ns", "db", uid="u"),
     "read_lease": lambda kube: kube.read_lease("ns", "l"),
     "create_lease": lambda kube: kube.create_lease("ns", LEASE),

@@ -31,6 +31,10 @@ ITEMS = "opsync.io/items"
 """On a Secret composed from several items: each resolved path and version."""
 RETAINED_FROM = "opsync.io/retained-from"
 """On a Secret that ``deletionPolicy: Retain`` left behind: ``<kind>/<name>`` of its owner."""
+ROLLOUT_PENDING = "opsync.io/rollout-pending"
+"""On a Secret whose data changed and whose workloads are not all rolled out yet: the data's
+fingerprint. Written with the data, in the same write; cleared once the rollouts are done, so a
+rollout an operator was killed before making is made at its next start."""
 OPSYNC_PREFIX = "opsync.io/"
 DEPLOYMENT_KIND = "Deployment"
 
@@ -231,6 +235,13 @@ def owners_patch(existing: SecretState, references: Sequence[Owner]) -> list[dic
         {"op": "test", "path": "/metadata/resourceVersion", "value": existing.resource_version},
         {"op": "replace", "path": "/metadata/ownerReferences", "value": [r.reference() for r in references]},
     ]
+
+
+def rollout_done_patch(fingerprint: str) -> list[dict[str, Any]]:
+    """The JSON patch that clears :data:`ROLLOUT_PENDING` if it still holds ``fingerprint`` (a
+    newer data change, with its own rollout owed, fails the ``test`` and keeps its marker)."""
+    path = "/metadata/annotations/" + ROLLOUT_PENDING.replace("~", "~0").replace("/", "~1")
+    return [{"op": "test", "path": path, "value": fingerprint}, {"op": "remove", "path": path}]
 
 
 def retain_patch(

@@ -19,19 +19,28 @@ from opsync.core import crd, desired
 from opsync.core.errors import KubeError, Reason
 from opsync.handlers import reporting
 from opsync.handlers.runtime import Runtime, runtime_of
-from opsync.handlers.syncing import sync_and_report
+from opsync.handlers.syncing import roll_out, sync_and_report
 from opsync.sync.reconcile import Target, describe_failure, item_target
+from opsync.sync.restarts import SecretChange
 
 logger = logging.getLogger(__name__)
 
 
-async def secret_changed(type: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def secret_changed(
+    type: str | None, name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
     """A managed Secret was modified or deleted: restore it after the debounce delay. Every
-    event also tells the Reconciler which managed Secrets exist (see ``note_present``)."""
+    event also tells the Reconciler which managed Secrets exist (see ``note_present``), and the
+    first listing finds rollouts an earlier operator was stopped before making."""
     if namespace is None:
         return
     runtime = runtime_of(memo)
     runtime.reconciler.note_present(namespace, name, present=type != "DELETED")
+    if type is None:  # listed at start-up: a rollout still owed is made now
+        owed = SecretChange.pending(body)
+        if owed is not None:
+            logger.info("Secret %s/%s: rolling out a data change made before this start", namespace, name)
+            await roll_out(runtime, [owed])
     if type not in ("MODIFIED", "DELETED"):
         return
     how = type.lower()

@@ -466,7 +466,13 @@ class Reconciler:
             )
         changed = desired_mod.differences(existing, wanted)
         if changed:
-            await self.kube.replace_secret(wanted, existing)
+            written = wanted
+            if "data" in changed:  # a rollout is owed from now on, whatever happens next
+                pending = workloads.data_fingerprint(wanted.data, salt=existing.uid or "")
+                written = dataclasses.replace(
+                    wanted, annotations={**wanted.annotations, desired_mod.ROLLOUT_PENDING: pending}
+                )
+            await self.kube.replace_secret(written, existing)
         self._desired[(wanted.namespace, wanted.name)] = wanted
         return Outcome(
             "updated" if changed else "unchanged",

@@ -59,6 +59,36 @@ class SecretChange:
             owner=target.owner_ref,
         )
 
+    @classmethod
+    def pending(cls, body: Mapping[str, Any]) -> SecretChange | None:
+        """The rollout a managed Secret says is still owed (:data:`~opsync.core.desired.ROLLOUT_PENDING`):
+        its data changed, and the operator that changed it stopped before rolling out (or is
+        doing it now). None when nothing is owed."""
+        metadata = body.get("metadata") or {}
+        annotations = dict(metadata.get("annotations") or {})
+        fingerprint = annotations.get(desired.ROLLOUT_PENDING)
+        if not fingerprint or not metadata.get("namespace"):
+            return None
+        owners = metadata.get("ownerReferences") or []
+        owner = (
+            ObjectRef(
+                owners[0]["apiVersion"],
+                owners[0]["kind"],
+                metadata["namespace"],
+                owners[0]["name"],
+                owners[0]["uid"],
+            )
+            if owners
+            else None
+        )
+        return cls(
+            namespace=metadata["namespace"],
+            secret_name=str(metadata.get("name", "")),
+            fingerprint=fingerprint,
+            secret_annotations=annotations,
+            owner=owner,
+        )
+
 
 @dataclass(frozen=True)
 class Restart:
