@@ -605,3 +605,49 @@ async def test_a_secret_another_kind_or_name_owns_is_still_a_conflict(
     with pytest.raises(SpecError) as raised:
         await reconciler.sync(item(uid="uid-new"))
     assert raised.value.reason == "SecretConflict"
+
+
+# -- the rollout owed by a data change -------------------------------------------------------------
+
+
+async def test_a_data_change_marks_the_rollout_owed_in_the_same_write(
+    reconciler: Reconciler, kube: FakeKube, connect: LocalConnect
+) -> None:
+    from opsync.core import workloads
+    from opsync.core.mapping import SecretData
+
+    first = await reconciler.sync(item())
+    secret = kube.secret(NS, "db")
+    assert secret is not None and desired.ROLLOUT_PENDING not in secret["metadata"]["annotations"]  # created
+
+    await rotate(connect)
+    changed = await reconciler.sync(item())
+    secret = kube.secret(NS, "db")
+    assert secret is not None and changed.action == "updated"
+    expected = workloads.data_fingerprint(SecretData(secret["data"]), salt=first.secret_uid or "")
+    assert secret["metadata"]["annotations"][desired.ROLLOUT_PENDING] == expected
+
+    # The marker is not what the item wants: a sync or a drift repair neither rewrites nor drops it.
+    since = len(kube.writes)
+    assert (await reconciler.sync(item())).action == "unchanged"
+    assert (await reconciler.restore(NS, "db")) is not None and len(kube.writes) == since
+
+
+def test_a_pending_rollout_is_read_back_from_the_secret() -> None:
+    from opsync.sync.restarts import SecretChange
+
+    body = {
+        "metadata": {
+            "name": "db",
+            "namespace": NS,
+            "annotations": {desired.ROLLOUT_PENDING: "abc", desired.AUTO_RESTART: "true"},
+            "ownerReferences": [
+                {"apiVersion": "onepassword.com/v1", "kind": "OnePasswordItem", "name": "db", "uid": "u"}
+            ],
+        }
+    }
+    change = SecretChange.pending(body)
+    assert change is not None
+    assert (change.namespace, change.secret_name, change.fingerprint) == (NS, "db", "abc")
+    assert change.owner is not None and change.owner.name == "db"
+    assert SecretChange.pending({"metadata": {"name": "db", "namespace": NS}}) is None
