@@ -44,6 +44,7 @@ from opsync.core.desired import (
 from opsync.core.errors import KubeError, shorten
 from opsync.core.mapping import SecretData
 from opsync.core.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET, WorkloadKind
+from opsync.logfilter import Reachability
 
 JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
@@ -141,9 +142,17 @@ class KubeApi:
     """Async facade over the kubernetes client for what opsync reads and writes."""
 
     def __init__(
-        self, api_client: client.ApiClient, *, instance: str = "opsync", concurrency: int = CONCURRENCY
+        self,
+        api_client: client.ApiClient,
+        *,
+        instance: str = "opsync",
+        concurrency: int = CONCURRENCY,
+        reachability: Reachability | None = None,
     ) -> None:
         self._api = api_client
+        # Told of every request's result: one WARNING when the API server stops answering,
+        # one INFO when it answers again (the failures themselves are KubeErrors, retried).
+        self._reachability = reachability or Reachability()
         self._instance = instance  # Events' reportingInstance: the pod's name in a cluster
         # The client blocks: each request runs in a thread of this pool (not the event loop's
         # default one, which has only cores + 4 threads and is shared with everything else).
@@ -183,14 +192,22 @@ class KubeApi:
             return answer
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._threads, send)
+            answer = await asyncio.get_running_loop().run_in_executor(self._threads, send)
         except ApiException as exc:
+            self._reachability.succeeded()  # an HTTP answer, if an error one
             raise _error(exc, action) from None
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             # The API server unreachable, a connection dropped or refused, a TLS failure, an
             # answer that is not JSON: transient, and never to escape this layer unconverted
             # (a leader election that met one used to crash the process).
-            raise KubeError(f"{action} failed: {_network_error(exc)}", retryable=True) from None
+            problem = _network_error(exc)
+            if isinstance(exc, ValueError):  # an answer, if not JSON
+                self._reachability.succeeded()
+            else:
+                self._reachability.failed(problem.removeprefix("the API server could not be reached "))
+            raise KubeError(f"{action} failed: {problem}", retryable=True) from None
+        self._reachability.succeeded()
+        return answer
 
     async def _read(self, action: str, path: str) -> dict[str, Any] | None:
         """GET ``path``; None when it does not exist."""

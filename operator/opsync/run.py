@@ -18,6 +18,7 @@ import sys
 
 from opsync.connect.config import ConnectConfig
 from opsync.core.errors import ConfigError
+from opsync.logfilter import OutageFilter, Reachability
 from opsync.settings import OperatorSettings
 
 
@@ -73,8 +74,12 @@ QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "kopf.objects")
 warnings and errors only, unless at debug. opsync logs one line per Secret it writes."""
 
 
-def configure_logging(level: str) -> None:
-    """The process's logging, set once at start-up (nothing else changes logger levels)."""
+def configure_logging(level: str) -> Reachability:
+    """The process's logging, set once at start-up (nothing else changes logger levels).
+
+    An API server outage shows as one WARNING and one INFO (the returned tracker, for the
+    Kubernetes layer): the handler's :class:`~opsync.logfilter.OutageFilter` turns the
+    libraries' per-retry network failures into DEBUG records without tracebacks."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -85,6 +90,11 @@ def configure_logging(level: str) -> None:
     if level != "debug":
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+    reachability = Reachability()
+    outages = OutageFilter(getattr(logging, level.upper()), reachability)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(outages)
+    return reachability
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -103,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    configure_logging(settings.log_level)
+    reachability = configure_logging(settings.log_level)
     logging.getLogger(__name__).info(
         "opsync starting: Connect %s, namespaces %s, polling every %ss",
         connect_config.host,
@@ -112,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     with contextlib.suppress(KeyboardInterrupt):
         try:
-            if not asyncio.run(run_operator(settings, connect_config)):
+            if not asyncio.run(run_operator(settings, connect_config, reachability=reachability)):
                 return 1  # leadership lost: exit so that Kubernetes restarts this replica as a standby
         except OSError as exc:  # a metrics or probe port in use
             sys.stderr.write(
@@ -129,6 +139,7 @@ async def run_operator(
     *,
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
+    reachability: Reachability | None = None,
 ) -> bool:
     """Run opsync until stopped: the body of ``opsync run``. False when leadership was lost.
 
@@ -136,7 +147,8 @@ async def run_operator(
     handler and the poller) starts only once this replica holds the leader
     Lease, unless leader election is off. A leader that cannot renew its Lease
     stops acting and returns False, so that the process exits and restarts as
-    a standby, as controller-runtime does.
+    a standby, as controller-runtime does. ``reachability`` (from :func:`configure_logging`)
+    hears of every Kubernetes request's result and logs the API server's outages.
     """
     from opsync.handlers.operator import build_runtime, run_kopf
     from opsync.kube import KubeApi, load_api_client
@@ -152,7 +164,7 @@ async def run_operator(
         concurrent.futures.ThreadPoolExecutor(int(os.environ.get("XTHREADS", "6")))
     )
     metrics = Metrics()
-    kube = KubeApi(load_api_client(), instance=settings.pod_name or "opsync")
+    kube = KubeApi(load_api_client(), instance=settings.pod_name or "opsync", reachability=reachability)
     ready = asyncio.Event()
     server = OpsServer(
         metrics=metrics,

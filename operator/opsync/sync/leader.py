@@ -188,7 +188,16 @@ class LeaderElector:
         try:
             return await self.try_acquire_or_renew()
         except KubeError as exc:
-            logger.warning("leader election on Lease %s/%s: %s", self.namespace, self.name, exc)
+            # The API server not answering is logged once, by the Kubernetes layer; each attempt
+            # that meets it only at DEBUG (losing the Lease over it is an ERROR in keep()).
+            unreachable = exc.status is None and exc.retryable
+            logger.log(
+                logging.DEBUG if unreachable else logging.WARNING,
+                "leader election on Lease %s/%s: %s",
+                self.namespace,
+                self.name,
+                exc,
+            )
             return False
 
     async def acquire(self, stop: asyncio.Event) -> bool:
