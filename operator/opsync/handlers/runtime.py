@@ -40,8 +40,9 @@ class Runtime:
     """What kopf last handled of each object (kept here, not written onto the object)."""
 
     async def aclose(self) -> None:
-        """Cancel pending drift repairs and close the Connect client."""
+        """Cancel pending drift repairs, stop the template thread and close the Connect client."""
         await self.drift.aclose()
+        self.reconciler.close()
         await self.connect.aclose()
 
 

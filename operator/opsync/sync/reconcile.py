@@ -22,7 +22,9 @@ rules above, so the guess costs one refused request at worst.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -313,6 +315,10 @@ def desired_secret(
     )
 
 
+TEMPLATE_THREADS = 1
+"""Threads that render templates: heavy ones take turns there, and a target without a template
+never waits for them."""
+
 MAX_GONE = 100_000
 """Deleted owners remembered (a uid each, some 100 bytes): far more than deletions in flight."""
 
@@ -338,8 +344,15 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._present: set[tuple[str, str]] = set()
         """Managed Secrets the watch has shown: known to exist, so read before writing."""
+        self._templates = concurrent.futures.ThreadPoolExecutor(
+            TEMPLATE_THREADS, thread_name_prefix="opsync-template"
+        )
         self._gone: dict[str, None] = {}
         """Owners (uids) deleted while this process ran, oldest first: nothing is written for them."""
+
+    def close(self) -> None:
+        """Stop the template thread (a render in progress ends within its time budget)."""
+        self._templates.shutdown(wait=False, cancel_futures=True)
 
     def owner_deleted(self, owner: Owner) -> None:
         """``owner`` is being deleted or is gone: from now on no sync writes for it and drift
@@ -403,13 +416,20 @@ class Reconciler:
             desired_mod.IGNORE_SECRET_TAG in (got.item.tags or []) for got in fetched
         ):
             return Outcome("frozen", resolved, version, secret_uid=existing.uid, items=items)
-        composed = compose(
+        shape = functools.partial(
+            compose,
             target.spec,
             target.sources,
             fetched,
             type_=target.secret_type,
             allow_empty_values=self.allow_empty_values,
         )
+        if target.spec is not None and target.spec.template is not None:
+            # A template may take its whole budget (seconds of CPU): off the event loop, on a
+            # thread of its own, so the other syncs and the health probes keep their pace.
+            composed = await asyncio.get_running_loop().run_in_executor(self._templates, shape)
+        else:
+            composed = shape()
         wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
         outcome = await self._apply(wanted, existing, resolved, version, composed.skipped)
         return dataclasses.replace(

@@ -1,0 +1,96 @@
+"""Heavy templates take turns on a thread of their own: a light item and the health probes keep
+their pace beside them.
+
+Before: templates rendered on the event loop, so twenty items whose templates each used their
+time budget stalled everything: an unrelated item's change took 64 s to reach its Secret and
+``/healthz`` took up to 7.8 s (a liveness probe with a 1 s timeout would kill the pod).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+from kubernetes import client
+
+from bench.kube import Kube
+from opsync.connect.client import ConnectClient
+from tests.conftest import Cluster
+from tests.integration.helpers import (
+    VAULT,
+    connect_config,
+    eventually,
+    make_namespace,
+    new_item,
+    secret_ready,
+    start_connect,
+    start_operator,
+)
+
+PREFIX = "oht-"
+HEAVY = 20
+# About 1.5 s of CPU each, then refused by the template budget (more than 100,000 calls).
+HEAVY_TEMPLATE = (
+    "{% for i in range(999) %}{% for j in range(999) %}"
+    '{% set t = [i, j, i, j] | sort | join(",") %}'
+    "{% endfor %}{% endfor %}"
+)
+
+
+def probe(url: str) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(f"{url}/healthz", timeout=30) as answer:
+        assert answer.status == 200
+    return time.monotonic() - started
+
+
+async def test_heavy_templates_leave_a_light_item_and_the_probes_their_pace(
+    cluster: Cluster, crds_installed: None, api_client: client.ApiClient, kube: Kube, tmp_path: Path
+) -> None:
+    connect_process = start_connect(tmp_path / "connect")
+    namespace = make_namespace(api_client, PREFIX)
+    operator = start_operator(cluster, connect_process, tmp_path / "operator", namespace_prefix=PREFIX)
+    try:
+        async with ConnectClient(connect_config(connect_process)) as connect:
+            item = await new_item(connect, password="light")
+        path = f"vaults/{VAULT}/items/{item.id}"
+        for n in range(HEAVY):
+            kube.create_item(
+                namespace,
+                f"heavy-{n}",
+                path,
+                spec={"itemPath": path, "template": {"stringData": {"x": HEAVY_TEMPLATE}}},
+            )
+        await eventually(lambda: "is invoked" in operator.logs() and "heavy-" in operator.logs(), within=30)
+
+        # While about 30 s of templates are rendering: a light item, and the probes.
+        started = time.monotonic()
+        kube.create_item(namespace, "light", path)
+        latencies: list[float] = []
+        while not secret_ready(kube, namespace, "light"):
+            latencies.append(await asyncio.to_thread(probe, operator.health_url))
+            assert time.monotonic() - started < 20, "the light item waited for the heavy templates"
+            await asyncio.sleep(0.1)
+        light = time.monotonic() - started
+        for _ in range(20):  # and while the rest render
+            latencies.append(await asyncio.to_thread(probe, operator.health_url))
+            await asyncio.sleep(0.1)
+        print(f"light item Ready after {light:.2f} s; /healthz max {max(latencies) * 1000:.0f} ms")
+        # Generous bounds for a shared 2-core CI machine; before, they were 64 s and 7.8 s.
+        assert light < 10
+        assert max(latencies) < 1.0, sorted(latencies)[-5:]
+        refused = await eventually(
+            lambda: [
+                i
+                for i in kube.items(namespace)
+                if (kube.ready(namespace, i["metadata"]["name"]) or {}).get("reason") == "TemplateError"
+            ],
+            within=120,
+        )
+        assert refused
+    finally:
+        operator.stop()
+        client.CoreV1Api(api_client).delete_namespace(namespace)
+        connect_process.stop()
