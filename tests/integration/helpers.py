@@ -161,6 +161,33 @@ def start_operator(
     return operator
 
 
+def exact_operator(
+    kubeconfig: Path,
+    connect: ConnectServerProcess,
+    log: Path,
+    namespace: str,
+    *,
+    env: dict[str, str] | None = None,
+    log_level: str = "info",
+) -> OperatorProcess:
+    """``opsync run`` watching exactly ``namespace``, as users run it (``--log-level info``, a
+    Lease of its own), returning at once: unlike :func:`start_operator`, kopf neither scans
+    namespaces nor waits for a probe namespace."""
+    return OperatorProcess.start(
+        CHILDREN,
+        log=log,
+        settings={
+            "KUBECONFIG": str(kubeconfig),
+            "OP_CONNECT_HOST": connect.url,
+            "OP_CONNECT_TOKEN": connect.token,
+            "WATCH_NAMESPACE": namespace,
+            "OPSYNC_LEASE_NAME": f"opsync-test-{uuid.uuid4().hex[:10]}",
+            **(env or {}),
+        },
+        log_level=log_level,
+    )
+
+
 def namespace_prefix(operator: OperatorProcess) -> str:
     """The prefix of the namespaces ``operator`` watches (started by :func:`start_operator`)."""
     return operator.watch_namespace.removesuffix("*")

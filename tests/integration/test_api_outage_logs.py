@@ -19,9 +19,9 @@ from kubernetes import config
 from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from opsync.tooling.controlplane import ControlPlane
-from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
+from opsync.tooling.harness import ConnectServerProcess
 from tests.conftest import REPO
-from tests.integration.helpers import CHILDREN, VAULT, eventually, new_item, secret_ready, set_field
+from tests.integration.helpers import VAULT, eventually, exact_operator, new_item, secret_ready, set_field
 
 OUTAGE = 18.0
 """Seconds the API server stays down: longer than kopf's and opsync's first retries and the
@@ -48,19 +48,12 @@ async def test_an_api_server_outage_logs_one_warning_and_one_info(
         kube = Kube(api)
         kube.install_crds(sorted((REPO / "crds").glob("*.yaml")))
         namespace = kube.create_namespace(f"opo-{uuid.uuid4().hex[:10]}")
-        operator = OperatorProcess.start(
-            CHILDREN,
-            log=tmp_path / "operator.log",
-            settings={
-                "KUBECONFIG": str(plane.kubeconfig),
-                "OP_CONNECT_HOST": connect_server.url,
-                "OP_CONNECT_TOKEN": connect_server.token,
-                "WATCH_NAMESPACE": namespace,
-                "OPSYNC_LEASE_NAME": f"opsync-outage-{uuid.uuid4().hex[:8]}",
-                "OPSYNC_LEASE_DURATION": "60",
-                "POLLING_INTERVAL": "1",
-            },
-            log_level="info",  # as users run it
+        operator = exact_operator(
+            plane.kubeconfig,
+            connect_server,
+            tmp_path / "operator.log",
+            namespace,
+            env={"OPSYNC_LEASE_DURATION": "60", "POLLING_INTERVAL": "1"},
         )
         try:
             kube.create_item(namespace, "outage", f"vaults/{VAULT}/items/{item.id}")

@@ -19,16 +19,16 @@ from opsync.connect.client import ConnectClient
 from opsync.core import desired
 from opsync.handlers.lifecycle import kopf_connections
 from opsync.kube import CONCURRENCY
-from opsync.tooling.harness import ConnectServerProcess, OperatorProcess, request_delta
+from opsync.tooling.harness import ConnectServerProcess, request_delta
 from tests.conftest import Cluster
 from tests.integration.helpers import (
-    CHILDREN,
     ITEM_NAME,
     ITEM_PATH,
     VAULT,
     connect_config,
     deployment,
     eventually,
+    exact_operator,
     make_namespace,
     new_item,
     running_operator,
@@ -136,17 +136,7 @@ async def test_a_cold_start_keeps_kopfs_connections_within_their_bound(
     namespace = make_namespace(api_client, "ocn-")
     items = {f"many-{n}": f"vaults/{VAULT}/items/{item.id}" for n in range(150)}
     kube.create_items(namespace, items)
-    operator = OperatorProcess.start(
-        CHILDREN,
-        log=tmp_path / "operator.log",
-        settings={
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "OP_CONNECT_HOST": own_connect.url,
-            "OP_CONNECT_TOKEN": own_connect.token,
-            "WATCH_NAMESPACE": namespace,
-            "OPSYNC_LEASE_NAME": f"ocn-{namespace}",
-        },
-    )
+    operator = exact_operator(cluster.kubeconfig, own_connect, tmp_path / "operator.log", namespace)
     try:
         await eventually(lambda: kube.readiness(namespace)[0] == len(items), within=120)
         server = urlparse(api_client.configuration.host)

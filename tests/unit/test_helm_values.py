@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import subprocess
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,12 +20,11 @@ import pytest
 import yaml
 
 from opsync.core import desired, workloads
-from opsync.core.desired import MANAGED_LABEL, DesiredSecret, ObjectRef, Owner, SecretState
-from opsync.core.mapping import SecretData
-from opsync.core.workloads import DAEMON_SET, DEPLOYMENT, ROLLOUT, STATEFUL_SET
+from opsync.core.desired import Owner
 from opsync.handlers.diffbase import PROGRESS_PREFIX
 from opsync.kube import KubeApi
 from opsync.tooling import binaries
+from tests.unit.kube_calls import CALLS, public_methods
 
 OWNER = Owner("onepassword.com/v1", "OnePasswordItem", "i", "uid-i")
 REPO = Path(__file__).resolve().parents[2]
@@ -214,56 +212,11 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 def kube_requests() -> dict[str, set[tuple[str, str, str]]]:
     """What each public method of KubeApi asks of the API server, recorded."""
-    desired_secret = DesiredSecret(
-        owner=OWNER, namespace="ns", name="s", type="Opaque", data=SecretData({}), labels={}, annotations={}
+    assert public_methods() == set(CALLS), (
+        "a KubeApi method without its entry in tests/unit/kube_calls.py (and in KUBE_CALLS and the chart)"
     )
-    state = SecretState(
-        namespace="ns",
-        name="s",
-        type="Opaque",
-        data=SecretData({}),
-        labels={MANAGED_LABEL: "true"},
-        annotations={},
-        owner_uids=frozenset(),
-        resource_version="1",
-        uid="u",
-        owner_references=(),
-    )
-    lease = {"metadata": {"name": "l"}}
-
-    async def patch_every_kind(api: KubeApi) -> None:
-        for kind in (DEPLOYMENT, STATEFUL_SET, DAEMON_SET, ROLLOUT):
-            await api.patch_workload(kind, "ns", "w", {})
-
-    calls: dict[str, Callable[[KubeApi], Awaitable[Any]]] = {
-        "read_secret": lambda k: k.read_secret("ns", "s"),
-        "create_secret": lambda k: k.create_secret(desired_secret),
-        "replace_secret": lambda k: k.replace_secret(desired_secret, state),
-        "set_owner_references": lambda k: k.set_owner_references(state, [OWNER]),
-        "retain_secret": lambda k: k.retain_secret(state, [], "OnePasswordItem/x"),
-        "clear_rollout_pending": lambda k: k.clear_rollout_pending("ns", "s", "f"),
-        "delete_secret": lambda k: k.delete_secret("ns", "s", uid="u"),
-        "post_event": lambda k: k.post_event(
-            ObjectRef("v1", "Secret", "ns", "s", "u"), type_="Normal", reason="R", message="m"
-        ),
-        "namespace_annotations": lambda k: k.namespace_annotations("ns"),
-        "read_lease": lambda k: k.read_lease("ns", "l"),
-        "create_lease": lambda k: k.create_lease("ns", lease),
-        "replace_lease": lambda k: k.replace_lease("ns", lease),
-        "read_item": lambda k: k.read_item("ns", "i"),
-        "patch_item_status": lambda k: k.patch_item_status("ns", "i", {}),
-        "list_deployments": lambda k: k.list_deployments("ns"),
-        "list_workloads": lambda k: k.list_workloads("ns"),
-        "patch_workload": patch_every_kind,
-    }
-    public = {
-        name
-        for name, _ in inspect.getmembers(KubeApi, inspect.iscoroutinefunction)
-        if not name.startswith("_")
-    }
-    assert public == set(calls), "a KubeApi method without its entry here (and in KUBE_CALLS and the chart)"
     found: dict[str, set[tuple[str, str, str]]] = {}
-    for name, call in calls.items():
+    for name, call in CALLS.items():
         recorder = _Recorder()
         api = KubeApi(cast(Any, recorder))
         try:

@@ -8,56 +8,20 @@ to crash the process).
 
 from __future__ import annotations
 
-import inspect
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 
-from opsync.core.desired import DesiredSecret, ObjectRef, Owner, SecretState
 from opsync.core.errors import KubeError
-from opsync.core.mapping import SecretData
-from opsync.core.workloads import DEPLOYMENT
 from opsync.kube import KubeApi
-
-OWNER = Owner("onepassword.com/v1", "OnePasswordItem", "db", "uid-db")
-STATE = SecretState("ns", "db", "Opaque", SecretData({}), resource_version="1", uid="u")
-DESIRED = DesiredSecret("ns", "db", "Opaque", SecretData({"k": b"v"}), {}, {}, OWNER)
-LEASE = {"metadata": {"name": "l", "namespace": "ns"}, "spec": {}}
-
-CALLS: dict[str, Callable[[KubeApi], Awaitable[Any]]] = {
-    "read_secret": lambda kube: kube.read_secret("ns", "db"),
-    "create_secret": lambda kube: kube.create_secret(DESIRED),
-    "replace_secret": lambda kube: kube.replace_secret(DESIRED, STATE),
-    "set_owner_references": lambda kube: kube.set_owner_references(STATE, [OWNER]),
-    "retain_secret": lambda kube: kube.retain_secret(STATE, [], "db"),
-    "clear_rollout_pending": lambda kube: kube.clear_rollout_pending("ns", "db", "f"),
-    "delete_secret": lambda kube: kube.delete_secret("ns", "db", uid="u"),
-    "read_lease": lambda kube: kube.read_lease("ns", "l"),
-    "create_lease": lambda kube: kube.create_lease("ns", LEASE),
-    "replace_lease": lambda kube: kube.replace_lease("ns", LEASE),
-    "read_item": lambda kube: kube.read_item("ns", "db"),
-    "patch_item_status": lambda kube: kube.patch_item_status("ns", "db", {"conditions": []}),
-    "list_deployments": lambda kube: kube.list_deployments("ns"),
-    "list_workloads": lambda kube: kube.list_workloads("ns"),
-    "patch_workload": lambda kube: kube.patch_workload(DEPLOYMENT, "ns", "app", {"spec": {}}),
-    "namespace_annotations": lambda kube: kube.namespace_annotations("ns"),
-    "post_event": lambda kube: kube.post_event(
-        ObjectRef("v1", "Secret", "ns", "db", "u"), type_="Normal", reason="Synced", message="m"
-    ),
-}
+from tests.unit.kube_calls import CALLS, public_methods
 
 
 def test_every_public_call_is_covered() -> None:
-    public = {
-        name
-        for name, member in inspect.getmembers(KubeApi, inspect.iscoroutinefunction)
-        if not name.startswith("_")
-    }
-    assert public == set(CALLS)
+    assert public_methods() == set(CALLS)
 
 
 def _refused() -> Iterator[int]:
