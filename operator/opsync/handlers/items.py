@@ -17,6 +17,7 @@ from typing import Any
 
 import kopf
 
+from opsync.core.errors import KubeError
 from opsync.handlers.runtime import Runtime, runtime_of
 from opsync.handlers.syncing import sync_target
 from opsync.sync.reconcile import Target, item_target
@@ -52,7 +53,15 @@ async def track_item(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
         if type == "DELETED":
             # Gone, perhaps before kopf's finalizer was on it (deleted while its first sync ran):
             # then no delete handler ran, and its Secret would be left behind. One read if not.
-            await _let_go(runtime, target)
+            try:
+                await _let_go(runtime, target)
+            except KubeError as exc:  # an event handler is not retried: say what is left
+                logger.warning(
+                    "could not clean up after deleted OnePasswordItem %s/%s: %s",
+                    target.namespace,
+                    target.owner.name,
+                    exc,
+                )
         return
     known = poller.tracked(uid)
     previous = known.target.annotations.get(FORCE_SYNC) if known is not None else None
