@@ -85,5 +85,5 @@ fuzz: $(INSTALLED) ## fuzz the local Connect server from the official OpenAPI sp
 run: bins ## run the operator (KUBECONFIG + OP_CONNECT_HOST set), else the local demo; Ctrl-C stops
 	$(if $(and $(KUBECONFIG),$(OP_CONNECT_HOST)),$(BIN)/opsync run,$(BIN)/opsync demo)
 
-clean: ## remove the virtualenv and caches (not the binary cache in ~/.cache/opsync)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+clean: ## remove the virtualenvs and caches (not the binary cache in ~/.cache/opsync)
+	rm -rf $(VENV) $(RUNTIME_VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
