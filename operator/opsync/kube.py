@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -51,6 +52,11 @@ JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
+
+EVENT_AGGREGATION_SECONDS = 600.0
+"""The same Event again within this many seconds raises the first one's count."""
+MAX_AGGREGATED_EVENTS = 4096
+"""Events remembered for aggregation (the oldest forgotten first)."""
 
 CONCURRENCY = 16
 """API requests in flight at once: worker threads of the blocking client, and its connection
@@ -157,6 +163,7 @@ class KubeApi:
         # The client blocks: each request runs in a thread of this pool (not the event loop's
         # default one, which has only cores + 4 threads and is shared with everything else).
         self._threads = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="opsync-kube")
+        self._events: dict[tuple[str, str, str, str, str], _Posted] = {}
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -405,11 +412,33 @@ class KubeApi:
     # -- Events ----------------------------------------------------------------------------------
 
     async def post_event(self, ref: ObjectRef, *, type_: str, reason: str, message: str) -> None:
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        """Post an Event; the same Event again (object, type, reason and message) within
+        :data:`EVENT_AGGREGATION_SECONDS` raises the ``count`` and ``lastTimestamp`` of the one
+        already posted, as kubectl shows it (``x12 over 3m``), instead of adding another."""
+        now = dt.datetime.now(dt.UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key = (ref.namespace, ref.uid, type_, str(reason), message[:1024])
+        seen = self._events.pop(key, None)
+        if seen is not None and (now - seen.first).total_seconds() < EVENT_AGGREGATION_SECONDS:
+            try:
+                await self._request(
+                    f"updating an Event on {ref.kind} {ref.namespace}/{ref.name}",
+                    "PATCH",
+                    f"/api/v1/namespaces/{ref.namespace}/events/{seen.name}",
+                    body={"count": seen.count + 1, "lastTimestamp": stamp},
+                    content_type=MERGE_PATCH,
+                )
+            except KubeError as exc:
+                if exc.status != 404:  # gone (events expire after an hour): post a new one
+                    raise
+            else:
+                self._events[key] = _Posted(seen.name, seen.count + 1, seen.first)
+                return
+        name = f"{ref.name}.{uuid.uuid4().hex[:16]}"
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:16]}", "namespace": ref.namespace},
+            "metadata": {"name": name, "namespace": ref.namespace},
             "involvedObject": {
                 "apiVersion": ref.api_version,
                 "kind": ref.kind,
@@ -420,8 +449,8 @@ class KubeApi:
             "reason": str(reason),
             "message": message[:1024],
             "type": type_,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
             "count": 1,
             "source": {"component": "opsync"},
             "reportingComponent": "opsync",
@@ -433,6 +462,18 @@ class KubeApi:
             f"/api/v1/namespaces/{ref.namespace}/events",
             body=event,
         )
+        self._events[key] = _Posted(name, 1, now)
+        if len(self._events) > MAX_AGGREGATED_EVENTS:
+            del self._events[next(iter(self._events))]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Posted:
+    """An Event this process posted, so that the same one again only raises its count."""
+
+    name: str
+    count: int
+    first: dt.datetime
 
 
 def _secret(namespace: str, name: str = "") -> str:

@@ -112,3 +112,29 @@ async def test_missing_vault_and_item_are_reported(
         condition = await eventually(lambda name=name: kube.ready(op_namespace, name))
         assert (condition["status"], condition["reason"]) == ("False", reason), condition
         assert kube.secret(op_namespace, name) is None
+
+
+async def test_the_same_event_again_raises_the_count_of_one_event(
+    operator: OperatorProcess, op_namespace: str, kube: Kube, connect: ConnectClient
+) -> None:
+    """Three deletions, three repairs, one DriftRepaired Event with count 3 (not three Events)."""
+    item = await new_item(connect, token="again")
+    kube.create_item(op_namespace, "repeat", f"vaults/{VAULT}/items/{item.title}")
+    await eventually(lambda: kube.secret_data(op_namespace, "repeat") == {"token": b"again"})
+    for _ in range(3):
+        secret = kube.secret(op_namespace, "repeat")
+        assert secret is not None
+        kube.core.delete_namespaced_secret("repeat", op_namespace)
+        await eventually(
+            lambda old=secret.metadata.uid: (
+                (found := kube.secret(op_namespace, "repeat")) is not None and found.metadata.uid != old
+            ),
+            within=10,
+        )
+
+    def repaired() -> list[client.CoreV1Event]:
+        events = [e for e in kube.events(op_namespace, "repeat") if e.reason == "DriftRepaired"]
+        return events if events and events[0].count == 3 else []
+
+    (event,) = await eventually(repaired)
+    assert event.last_timestamp >= event.first_timestamp

@@ -26,6 +26,14 @@ async def _patch_every_kind(api: KubeApi) -> None:
         await api.patch_workload(kind, "ns", "w", {})
 
 
+async def _post_twice(api: KubeApi) -> None:
+    """The same Event twice: posted, then its count raised."""
+    for _ in range(2):
+        await api.post_event(
+            ObjectRef("v1", "Secret", "ns", "s", "u"), type_="Normal", reason="R", message="m"
+        )
+
+
 CALLS: dict[str, Call] = {
     "read_secret": lambda k: k.read_secret("ns", "s"),
     "create_secret": lambda k: k.create_secret(DESIRED),
@@ -34,9 +42,7 @@ CALLS: dict[str, Call] = {
     "retain_secret": lambda k: k.retain_secret(STATE, [], "OnePasswordItem/x"),
     "clear_rollout_pending": lambda k: k.clear_rollout_pending("ns", "s", "f"),
     "delete_secret": lambda k: k.delete_secret("ns", "s", uid="u"),
-    "post_event": lambda k: k.post_event(
-        ObjectRef("v1", "Secret", "ns", "s", "u"), type_="Normal", reason="R", message="m"
-    ),
+    "post_event": lambda k: _post_twice(k),
     "namespace_annotations": lambda k: k.namespace_annotations("ns"),
     "read_lease": lambda k: k.read_lease("ns", "l"),
     "create_lease": lambda k: k.create_lease("ns", LEASE),

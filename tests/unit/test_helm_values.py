@@ -45,7 +45,7 @@ KUBE_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "retain_secret": {("", "secrets", "patch")},
     "clear_rollout_pending": {("", "secrets", "patch")},
     "delete_secret": {("", "secrets", "delete")},
-    "post_event": {("", "events", "create")},
+    "post_event": {("", "events", "create"), ("", "events", "patch")},
     "namespace_annotations": {("", "namespaces", "get")},
     "read_lease": {("coordination.k8s.io", "leases", "get")},
     "create_lease": {("coordination.k8s.io", "leases", "create")},

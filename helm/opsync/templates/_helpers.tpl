@@ -104,10 +104,11 @@ kind are left out.
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 # Events opsync posts on items and workloads (SecretSynced, DriftRepaired, RolloutRestarted, the
-# failure reasons). kopf's own event posting is off.
+# failure reasons). patch: the same Event again raises its count instead of adding one. kopf's own
+# event posting is off.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # Deployments. list, watch: kopf's watch for the annotation mode (operator.1password.io/item-path)
 # and the search for the users of a changed Secret. patch: kopf's finalizer and annotations on
 # annotated Deployments, and rollout restarts (pod template annotations only).
