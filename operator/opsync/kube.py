@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from opsync.core import crd
 from opsync.core.desired import (
+    FIELD_MANAGER_NAME,
     DesiredSecret,
     ObjectRef,
     Owner,
@@ -52,6 +53,9 @@ JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
+
+FIELD_MANAGER = FIELD_MANAGER_NAME
+"""opsync's name in a Secret's managedFields."""
 
 EVENT_AGGREGATION_SECONDS = 600.0
 """The same Event again within this many seconds raises the first one's count."""
@@ -179,6 +183,10 @@ class KubeApi:
         content_type: str = JSON,
         query: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        if method != "GET" and path.startswith("/api/v1/namespaces/") and "/secrets" in path:
+            # Every write to a Secret is recorded in its managedFields under this name, so that a
+            # rival writer can be told apart from opsync (see opsync.sync.rivalry).
+            query = {"fieldManager": FIELD_MANAGER, **(query or {})}
         """One API request (in a worker thread) and its JSON answer; a KubeError when it fails."""
 
         def send() -> dict[str, Any]:

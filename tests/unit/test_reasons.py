@@ -15,7 +15,7 @@ import pytest
 from opsync.core import errors
 from opsync.core.crd import API_VERSION, KIND
 from opsync.core.desired import Owner
-from opsync.core.errors import CONTENT_REASONS, EVENT_REASONS, FAILURE_REASONS, SUCCESS_REASONS, Reason
+from opsync.core.errors import CONDITION_REASONS, EVENT_REASONS, FAILURE_REASONS, SUCCESS_REASONS, Reason
 from opsync.sync.reconcile import Failure, Target, describe_failure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,10 +36,10 @@ def test_every_reason_is_its_own_camel_case_string() -> None:
 
 
 def test_the_kinds_of_reason_partition_the_enum() -> None:
-    assert set(Reason) == SUCCESS_REASONS | EVENT_REASONS | FAILURE_REASONS | CONTENT_REASONS
+    assert set(Reason) == SUCCESS_REASONS | EVENT_REASONS | FAILURE_REASONS | CONDITION_REASONS
     assert not SUCCESS_REASONS & EVENT_REASONS
-    assert not CONTENT_REASONS & (SUCCESS_REASONS | EVENT_REASONS)
-    assert not FAILURE_REASONS & (SUCCESS_REASONS | EVENT_REASONS | CONTENT_REASONS)
+    assert not CONDITION_REASONS & (SUCCESS_REASONS | EVENT_REASONS)
+    assert not FAILURE_REASONS & (SUCCESS_REASONS | EVENT_REASONS | CONDITION_REASONS)
     assert {reason for reason in Reason if reason.is_failure} == FAILURE_REASONS
     # The kopf layer posts these.
     for name in ("Synced", "SecretSynced", "SecretRenamed", "DriftRepaired", "MissingItemName"):
@@ -89,7 +89,7 @@ def test_the_readme_table_lists_exactly_the_ready_reasons() -> None:
 
 def test_the_readme_names_every_event_reason() -> None:
     section = _status_section()
-    named = EVENT_REASONS | SUCCESS_REASONS | CONTENT_REASONS
+    named = EVENT_REASONS | SUCCESS_REASONS | CONDITION_REASONS
     missing = [reason.value for reason in named if f"`{reason}`" not in section]
     assert not missing, f"Event reasons the Status and Events section does not name: {missing}"
 

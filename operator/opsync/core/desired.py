@@ -36,6 +36,8 @@ ROLLOUT_PENDING = "opsync.io/rollout-pending"
 fingerprint. Written with the data, in the same write; cleared once the rollouts are done, so a
 rollout an operator was killed before making is made at its next start."""
 OPSYNC_PREFIX = "opsync.io/"
+FIELD_MANAGER_NAME = "opsync"
+"""The field manager opsync writes Secrets as (their ``managedFields`` name each writer)."""
 DEPLOYMENT_KIND = "Deployment"
 
 # Annotations of the CR that are never copied to the Secret, even with --enable-annotations.
@@ -160,6 +162,20 @@ def build(
         annotations[ITEMS] = ",".join(f"{path}@{version}" for path, version in items)
     labels = {**(owner_labels or {}), **(extra_labels or {}), MANAGED_LABEL: "true"}
     return DesiredSecret(namespace, name, secret_type(type_), data, labels, annotations, owner)
+
+
+def last_writer(metadata: Mapping[str, Any]) -> str | None:
+    """Who last updated the object other than opsync, from its ``managedFields`` (the field
+    manager of the newest entry that is not opsync's); None when it cannot be told."""
+    entries = [
+        entry
+        for entry in metadata.get("managedFields") or []
+        if isinstance(entry, Mapping) and entry.get("manager") and entry.get("manager") != FIELD_MANAGER_NAME
+    ]
+    if not entries:
+        return None
+    newest = max(entries, key=lambda entry: str(entry.get("time") or ""))
+    return str(newest["manager"])
 
 
 def is_owned_by(existing: SecretState, owner: Owner) -> bool:

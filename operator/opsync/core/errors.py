@@ -81,8 +81,10 @@ class Reason(StrEnum):
     Error = "Error"
     InternalError = "InternalError"
 
-    # The ContentValid condition's, when True (False: InvalidSecretData).
+    # The conditions beside Ready: ContentValid's when True (False: InvalidSecretData), and
+    # Contested's (another writer keeps changing the Secret back).
     Valid = "Valid"
+    RivalWriter = "RivalWriter"
 
     # Events only: never a condition reason.
     SecretSynced = "SecretSynced"
@@ -109,9 +111,11 @@ EVENT_REASONS: frozenset[Reason] = frozenset(
     }
 )
 """The reasons only Events carry, never a condition."""
-CONTENT_REASONS: frozenset[Reason] = frozenset({Reason.Valid})
-"""The reasons of ContentValid=True (a typed Secret's content follows its type's rules)."""
-FAILURE_REASONS: frozenset[Reason] = frozenset(Reason) - SUCCESS_REASONS - EVENT_REASONS - CONTENT_REASONS
+CONDITION_REASONS: frozenset[Reason] = frozenset({Reason.Valid, Reason.RivalWriter})
+"""The reasons of the conditions beside Ready that are no failure: ContentValid=True (a typed
+Secret's content follows its type's rules) and Contested=True (another writer keeps changing the
+Secret back, so opsync backs off)."""
+FAILURE_REASONS: frozenset[Reason] = frozenset(Reason) - SUCCESS_REASONS - EVENT_REASONS - CONDITION_REASONS
 """The reasons of Ready=False: every member not listed above."""
 
 

@@ -44,6 +44,13 @@ async def secret_changed(
     if type not in ("MODIFIED", "DELETED"):
         return
     how = type.lower()
+    if runtime.rivalry.held_back((namespace, name)):
+        logger.debug(
+            "Secret %s/%s %s again: contested, not repaired until its backoff ends", namespace, name, how
+        )
+        return
+    if type == "MODIFIED":
+        runtime.rivalry.note_writer((namespace, name), desired.last_writer(body.get("metadata") or {}))
 
     async def repair() -> None:
         await restore(runtime, namespace, name, how)
@@ -52,7 +59,8 @@ async def secret_changed(
 
 
 async def restore(runtime: Runtime, namespace: str, name: str, how: str) -> None:
-    """Put the Secret back as last synced; report the repair on its owner."""
+    """Put the Secret back as last synced; report the repair on its owner, and a fight when
+    another writer keeps changing it back (named from its managedFields when known)."""
     reconciler = runtime.reconciler
     try:
         outcome = await reconciler.restore(namespace, name)
@@ -69,15 +77,49 @@ async def restore(runtime: Runtime, namespace: str, name: str, how: str) -> None
     owner = reconciler.owner_of(namespace, name)
     if owner is None:
         return
+    ref = Target(owner, namespace, name, None).owner_ref
     await reporting.post(
         runtime.kube,
-        Target(owner, namespace, name, None).owner_ref,
+        ref,
         type_="Normal",
         reason=Reason.DriftRepaired,
         message=f"Secret {name} was {how} outside opsync; restored it ({', '.join(outcome.changed) or 'recreated'})",
     )
-    if owner.kind == crd.KIND:
+    backoff = runtime.rivalry.repaired((namespace, name))
+    if backoff is not None:
+        await _contested(runtime, ref, owner, name, runtime.rivalry.writer((namespace, name)), backoff)
+    elif owner.kind == crd.KIND:
         await _resync_if_failing(runtime, namespace, owner)
+
+
+async def _contested(
+    runtime: Runtime,
+    ref: desired.ObjectRef,
+    owner: desired.Owner,
+    name: str,
+    writer: str | None,
+    backoff: float,
+) -> None:
+    """Another writer keeps changing the Secret back: say so loudly, once per backoff."""
+    who = f"'{writer}'" if writer else "another writer"
+    message = (
+        f"Secret {name} keeps being changed back by {who} (repaired {runtime.rivalry.repairs} times within "
+        f"{runtime.rivalry.window:.0f}s): opsync stops repairing it for {backoff:.0f}s, doubling while it lasts. "
+        "Two controllers may be syncing it (a second opsync install, or leader election off on two replicas): "
+        "keep one"
+    )
+    runtime.metrics.drift_contested()
+    logger.warning("%s/%s: %s", ref.namespace, name, message)
+    await reporting.post(runtime.kube, ref, type_="Warning", reason=Reason.RivalWriter, message=message)
+    if owner.kind != crd.KIND:
+        return
+    try:
+        body = await runtime.kube.read_item(ref.namespace, owner.name)
+        if body is not None and body.get("metadata", {}).get("uid") == owner.uid:
+            status = reporting.contested_status(body.get("status"), message)
+            await runtime.kube.patch_item_status(ref.namespace, owner.name, status)
+    except KubeError as exc:
+        logger.warning("could not report the contested Secret on %s/%s: %s", ref.namespace, owner.name, exc)
 
 
 async def _resync_if_failing(runtime: Runtime, namespace: str, owner: desired.Owner) -> None:

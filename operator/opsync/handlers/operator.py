@@ -30,6 +30,7 @@ from opsync.sync.debounce import Debouncer
 from opsync.sync.poller import Outage, Poller, PollReport
 from opsync.sync.reconcile import Failure, Outcome, Reconciler, Target
 from opsync.sync.restarts import Restarter
+from opsync.sync.rivalry import Rivalry
 
 POLLER_STOP_TIMEOUT = 10.0
 
@@ -111,6 +112,7 @@ def build_runtime(
         ),
         drift=Debouncer(settings.drift_resync_seconds),
         diffbase=MemoryDiffBaseStorage(),
+        rivalry=Rivalry(),
     )
     built.append(runtime)
     return runtime

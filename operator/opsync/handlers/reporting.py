@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 READY = "Ready"
 CONTENT_VALID = "ContentValid"
 FRESH = "Fresh"
+CONTESTED = "Contested"
 _ALWAYS_KEPT = frozenset({"type", "status", "message", "lastTransitionTime"})
 """The condition keys that even the official operator's CRD keeps."""
 MAX_RETRY_DELAY = 300.0
@@ -193,6 +194,16 @@ def fresh_status(current: Mapping[str, Any] | None, outage: Outage | None) -> di
     if kept == conditions:
         return None
     return {"conditions": kept}
+
+
+def contested_status(current: Mapping[str, Any] | None, message: str) -> dict[str, Any]:
+    """The status patch that adds ``Contested=True`` (reason ``RivalWriter``) beside ``Ready``;
+    the next successful sync rewrites the conditions without it."""
+    kept = [dict(c) for c in (current or {}).get("conditions") or [] if c.get("type") != CONTESTED]
+    condition = crd.Condition(
+        type=CONTESTED, status="True", reason=Reason.RivalWriter, message=message, lastTransitionTime=now()
+    )
+    return {"conditions": [*kept, condition.model_dump(mode="json", exclude_none=True)]}
 
 
 async def post(kube: KubeApi, ref: ObjectRef, *, type_: str, reason: Reason, message: str) -> None:

@@ -21,6 +21,7 @@ from opsync.sync.debounce import Debouncer
 from opsync.sync.poller import Poller
 from opsync.sync.reconcile import Reconciler
 from opsync.sync.restarts import Restarter
+from opsync.sync.rivalry import Rivalry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +39,8 @@ class Runtime:
     """Pending drift repairs, one per Secret, so that a handler never sleeps."""
     diffbase: MemoryDiffBaseStorage
     """What kopf last handled of each object (kept here, not written onto the object)."""
+    rivalry: Rivalry
+    """Which managed Secrets another writer keeps changing back (their repairs held back)."""
 
     async def aclose(self) -> None:
         """Cancel pending drift repairs, stop the template thread and close the Connect client."""

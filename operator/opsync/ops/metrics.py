@@ -113,6 +113,12 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self._contested = Counter(
+            "opsync_drift_contested",
+            "Times a managed Secret was found contested: another writer kept changing it back, so "
+            "opsync stopped repairing it for a while (see the Contested condition and RivalWriter Events).",
+            registry=registry,
+        )
         self._sync_errors = Counter(
             "opsync_sync_errors",
             "Failed syncs, by reason (the Ready condition's reason, e.g. ItemNotFound, ConnectUnavailable).",
@@ -174,6 +180,10 @@ class Metrics:
         if action not in SECRET_ACTIONS:
             raise ValueError(f"unknown Secret write action {action!r}; expected one of {SECRET_ACTIONS}")
         self._secrets_written.labels(action=action).inc()
+
+    def drift_contested(self) -> None:
+        """Another writer kept changing a managed Secret back: its repairs are held back."""
+        self._contested.inc()
 
     def restart(self, kind: str) -> None:
         """A workload of ``kind`` (``Deployment``, ``StatefulSet``, …) was restarted."""
