@@ -25,6 +25,7 @@ import json
 import os
 import uuid
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import urllib3
@@ -54,8 +55,9 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
-FIELD_MANAGER = FIELD_MANAGER_NAME
-"""opsync's name in a Secret's managedFields."""
+AS_OPSYNC: Mapping[str, str] = MappingProxyType({"fieldManager": FIELD_MANAGER_NAME})
+"""The query of every Secret write: its managedFields then name opsync, so that a rival writer
+can be told apart (see :mod:`opsync.sync.rivalry`)."""
 
 EVENT_AGGREGATION_SECONDS = 600.0
 """The same Event again within this many seconds raises the first one's count."""
@@ -183,10 +185,6 @@ class KubeApi:
         content_type: str = JSON,
         query: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        if method != "GET" and path.startswith("/api/v1/namespaces/") and "/secrets" in path:
-            # Every write to a Secret is recorded in its managedFields under this name, so that a
-            # rival writer can be told apart from opsync (see opsync.sync.rivalry).
-            query = {"fieldManager": FIELD_MANAGER, **(query or {})}
         """One API request (in a worker thread) and its JSON answer; a KubeError when it fails."""
 
         def send() -> dict[str, Any]:
@@ -246,6 +244,7 @@ class KubeApi:
             "POST",
             _secret(desired.namespace),
             body=_body(desired, None),
+            query=AS_OPSYNC,
         )
         uid = (created.get("metadata") or {}).get("uid")
         return uid if isinstance(uid, str) else None
@@ -257,6 +256,7 @@ class KubeApi:
             "PUT",
             _secret(desired.namespace, desired.name),
             body=_body(desired, existing),
+            query=AS_OPSYNC,
         )
 
     async def set_owner_references(self, existing: SecretState, references: list[Owner]) -> None:
@@ -267,6 +267,7 @@ class KubeApi:
             _secret(existing.namespace, existing.name),
             body=owners_patch(existing, references),
             content_type=JSON_PATCH,
+            query=AS_OPSYNC,
         )
 
     async def clear_rollout_pending(self, namespace: str, name: str, fingerprint: str) -> None:
@@ -279,6 +280,7 @@ class KubeApi:
                 _secret(namespace, name),
                 body=rollout_done_patch(fingerprint),
                 content_type=JSON_PATCH,
+                query=AS_OPSYNC,
             )
         except KubeError as exc:
             if exc.status not in (404, 422):
@@ -292,6 +294,7 @@ class KubeApi:
             _secret(existing.namespace, existing.name),
             body=retain_patch(existing, references, retained_from),
             content_type=JSON_PATCH,
+            query=AS_OPSYNC,
         )
 
     async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:
