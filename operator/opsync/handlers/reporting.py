@@ -176,34 +176,44 @@ def _same_failure(previous: Mapping[str, Any] | None, failure: Failure) -> bool:
     return previous.get("message") in (failure.message, failure.persistent_message)
 
 
+def _with_condition(
+    current: Mapping[str, Any] | None, kind: str, condition: crd.Condition | None
+) -> list[dict[str, Any]]:
+    """The current conditions with the one of type ``kind`` replaced by ``condition`` (or removed)."""
+    kept = [dict(c) for c in (current or {}).get("conditions") or [] if c.get("type") != kind]
+    if condition is not None:
+        kept.append(condition.model_dump(mode="json", exclude_none=True))
+    return kept
+
+
 def fresh_status(current: Mapping[str, Any] | None, outage: Outage | None) -> dict[str, Any] | None:
     """The status patch that says Connect is failing (``Fresh=False``, beside an untouched
     ``Ready``) or, with ``outage`` None, that removes that condition; None when nothing changes.
     ``Fresh`` exists only during an outage, so a steady item costs no write."""
-    conditions = [dict(c) for c in (current or {}).get("conditions") or []]
-    kept = [c for c in conditions if c.get("type") != FRESH]
-    if outage is not None:
-        condition = crd.Condition(
+    condition = (
+        crd.Condition(
             type=FRESH,
             status="False",
             reason=outage.reason,
             message=outage.describe(),
             lastTransitionTime=outage.since,
         )
-        kept.append(condition.model_dump(mode="json", exclude_none=True))
-    if kept == conditions:
+        if outage is not None
+        else None
+    )
+    conditions = _with_condition(current, FRESH, condition)
+    if conditions == [dict(c) for c in (current or {}).get("conditions") or []]:
         return None
-    return {"conditions": kept}
+    return {"conditions": conditions}
 
 
 def contested_status(current: Mapping[str, Any] | None, message: str) -> dict[str, Any]:
     """The status patch that adds ``Contested=True`` (reason ``RivalWriter``) beside ``Ready``;
     the next successful sync rewrites the conditions without it."""
-    kept = [dict(c) for c in (current or {}).get("conditions") or [] if c.get("type") != CONTESTED]
     condition = crd.Condition(
         type=CONTESTED, status="True", reason=Reason.RivalWriter, message=message, lastTransitionTime=now()
     )
-    return {"conditions": [*kept, condition.model_dump(mode="json", exclude_none=True)]}
+    return {"conditions": _with_condition(current, CONTESTED, condition)}
 
 
 async def post(kube: KubeApi, ref: ObjectRef, *, type_: str, reason: Reason, message: str) -> None:
