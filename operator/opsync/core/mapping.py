@@ -54,9 +54,14 @@ def sanitize_key(label: str) -> str:
     """The Secret data key for an item label; ``""`` when nothing usable is left."""
     if is_valid_key(label):
         return label
-    key = _INNER_INVALID.sub("-", _EDGE_INVALID.sub("", label))[:MAX_KEY_LENGTH]
+    key = _collapsed(label)[:MAX_KEY_LENGTH]
     # The official builder can produce "." or ".."; the API server would refuse those.
     return key if is_valid_key(key) else ""
+
+
+def _collapsed(label: str) -> str:
+    """``label`` with invalid characters dropped at its ends and inner runs made ``-`` (uncut)."""
+    return _INNER_INVALID.sub("-", _EDGE_INVALID.sub("", label))
 
 
 def sanitize_secret_name(name: str) -> str:
@@ -143,10 +148,7 @@ def short(name: str) -> str:
 
 def _is_cut(label: str) -> bool:
     """Whether :func:`sanitize_key` cuts ``label``'s key to :data:`MAX_KEY_LENGTH`."""
-    return (
-        not is_valid_key(label)
-        and len(_INNER_INVALID.sub("-", _EDGE_INVALID.sub("", label))) > MAX_KEY_LENGTH
-    )
+    return not is_valid_key(label) and len(_collapsed(label)) > MAX_KEY_LENGTH
 
 
 def item_to_data(
