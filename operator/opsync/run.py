@@ -157,12 +157,6 @@ async def run_operator(
     from opsync.sync.leader import LeaderElector, default_identity, default_lease_namespace
 
     stop = stop_flag or asyncio.Event()
-    import concurrent.futures
-    import os
-
-    asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(int(os.environ.get("XTHREADS", "6")))
-    )
     metrics = Metrics()
     kube = KubeApi(load_api_client(), instance=settings.pod_name or "opsync", reachability=reachability)
     ready = asyncio.Event()
