@@ -20,7 +20,7 @@ SPEC ?= ../shared/reference/connect-openapi-1.7.1.yaml
 # Extra arguments for `make fuzz`, e.g. FUZZ_ARGS="--max-examples 100 --seed 7".
 FUZZ_ARGS ?=
 
-.PHONY: help venv bins lint typecheck crds chart-crd check-crds helm-lint unit test bench fuzz run clean
+.PHONY: help venv bins lint typecheck crds chart-crd check-crds helm-lint unit test bench chaos fuzz run clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ test: bins lint typecheck check-crds ## everything CI runs: lint, types, CRD dri
 
 bench: $(INSTALLED) $(RUNTIME) bins ## measure Connect requests, latency, memory, CPU, logs at 100, 1000 and 10000 items (ARGS="--items 100")
 	$(BIN)/python -m bench.run --python $(RUNTIME_VENV)/bin/python $(ARGS)
+
+chaos: $(INSTALLED) $(RUNTIME) bins ## kill, overload and rival the operator: lost/double rollouts, probe latency, writes against a rival, failover (ARGS="--kills 50")
+	$(BIN)/python -m bench.chaos --python $(RUNTIME_VENV)/bin/python $(ARGS)
 
 fuzz: $(INSTALLED) ## fuzz the local Connect server from the official OpenAPI spec with schemathesis (SPEC=..., FUZZ_ARGS=...; not in make test)
 	@test -f "$(SPEC)" || { echo "make fuzz: no OpenAPI spec at $(SPEC); pass SPEC=path/to/connect-openapi-1.7.1.yaml (1Password/connect, docs/openapi/spec.yaml)" >&2; exit 2; }

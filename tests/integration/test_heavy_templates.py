@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kubernetes import client
 
+from bench.chaos import HEAVY_REFUSED, HEAVY_TEMPLATE
 from bench.kube import Kube
 from opsync.connect.client import ConnectClient
 from tests.conftest import Cluster
@@ -31,12 +32,6 @@ from tests.integration.helpers import (
 
 PREFIX = "oht-"
 HEAVY = 20
-# About 1.5 s of CPU each, then refused by the template budget (more than 100,000 calls).
-HEAVY_TEMPLATE = (
-    "{% for i in range(999) %}{% for j in range(999) %}"
-    '{% set t = [i, j, i, j] | sort | join(",") %}'
-    "{% endfor %}{% endfor %}"
-)
 
 
 def probe(url: str) -> float:
@@ -91,8 +86,7 @@ async def test_heavy_templates_leave_a_light_item_and_the_probes_their_pace(
             await eventually(
                 lambda: (
                     sum(
-                        "more than 100000 calls"
-                        in ((kube.ready(namespace, f"heavy-{n}") or {}).get("message") or "")
+                        HEAVY_REFUSED in ((kube.ready(namespace, f"heavy-{n}") or {}).get("message") or "")
                         for n in range(HEAVY)
                     )
                     == HEAVY
