@@ -53,14 +53,19 @@ typecheck: $(INSTALLED) ## mypy --strict on the package and the benchmark
 
 crds: $(INSTALLED) ## regenerate crds/ from the pydantic models (and the Helm chart's copy)
 	$(BIN)/opsync crd > crds/onepassworditem.yaml
+	$(BIN)/opsync crd --connections > crds/connections.yaml
 	$(MAKE) --no-print-directory chart-crd
 
-chart-crd: ## copy crds/onepassworditem.yaml into the Helm chart (helm/opsync/crds/)
+chart-crd: ## copy crds/*.yaml into the Helm chart (helm/opsync/crds/)
 	cp crds/onepassworditem.yaml helm/opsync/crds/onepassworditem.yaml
+	cp crds/connections.yaml helm/opsync/crds/connections.yaml
 
 check-crds: $(INSTALLED) ## fail when crds/ differs from the models, or the chart's copy from crds/
 	diff -u crds/onepassworditem.yaml <($(BIN)/opsync crd)
+	diff -u crds/connections.yaml <($(BIN)/opsync crd --connections)
 	diff -u crds/onepassworditem.yaml helm/opsync/crds/onepassworditem.yaml || \
+		{ echo "helm/opsync/crds/ is stale: run make chart-crd" >&2; exit 1; }
+	diff -u crds/connections.yaml helm/opsync/crds/connections.yaml || \
 		{ echo "helm/opsync/crds/ is stale: run make chart-crd" >&2; exit 1; }
 
 helm-lint: bins ## helm lint the chart (helm/opsync)

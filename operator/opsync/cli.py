@@ -29,10 +29,20 @@ COMMANDS: dict[str, str] = {
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("crd", help="print the OnePasswordItem CustomResourceDefinition (YAML)")
+    parser.add_argument(
+        "--connections",
+        action="store_true",
+        help="print the OnePasswordConnection and ClusterOnePasswordConnection CRDs instead",
+    )
     parser.set_defaults(handler=_print_crd)
 
 
 def _print_crd(args: argparse.Namespace) -> int:
+    if args.connections:
+        from opsync.core import connection
+
+        sys.stdout.write(connection.definitions_yaml())
+        return 0
     from opsync.core import crd
 
     sys.stdout.write(crd.definition_yaml())

@@ -32,7 +32,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from opsync.core import crd
+from opsync.core import connection, crd
 from opsync.core.desired import (
     FIELD_MANAGER_NAME,
     DesiredSecret,
@@ -420,6 +420,48 @@ class KubeApi:
             raise
         return dict(((found or {}).get("metadata") or {}).get("annotations") or {})
 
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A Namespace's labels (for a ClusterOnePasswordConnection's namespaceSelector); None when
+        it is gone or opsync may not read it."""
+        try:
+            found = await self._read(f"reading Namespace {name}", f"/api/v1/namespaces/{name}")
+        except KubeError as exc:
+            if exc.status == 403:
+                return None
+            raise
+        return None if found is None else dict((found.get("metadata") or {}).get("labels") or {})
+
+    # -- connections -----------------------------------------------------------------------------
+
+    async def read_connection(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A OnePasswordConnection; None when there is none (or its CRD is not installed)."""
+        return await self._read(f"reading {connection.KIND} {namespace}/{name}", _connection(namespace, name))
+
+    async def read_cluster_connection(self, name: str) -> dict[str, Any] | None:
+        """A ClusterOnePasswordConnection; None when there is none (or its CRD is not installed)."""
+        return await self._read(f"reading {connection.CLUSTER_KIND} {name}", _cluster_connection(name))
+
+    async def patch_connection_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await self._patch_status(
+            f"updating the status of {connection.KIND} {namespace}/{name}",
+            _connection(namespace, name),
+            status,
+        )
+
+    async def patch_cluster_connection_status(self, name: str, status: Mapping[str, Any]) -> None:
+        await self._patch_status(
+            f"updating the status of {connection.CLUSTER_KIND} {name}", _cluster_connection(name), status
+        )
+
+    async def _patch_status(self, action: str, path: str, status: Mapping[str, Any]) -> None:
+        try:
+            await self._request(
+                action, "PATCH", path + "/status", body={"status": dict(status)}, content_type=MERGE_PATCH
+            )
+        except KubeError as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
     # -- Events ----------------------------------------------------------------------------------
 
     async def post_event(self, ref: ObjectRef, *, type_: str, reason: str, message: str) -> None:
@@ -497,6 +539,14 @@ def _lease(namespace: str, name: str = "") -> str:
 
 def _item(namespace: str, name: str) -> str:
     return f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}/{name}"
+
+
+def _connection(namespace: str, name: str) -> str:
+    return f"/apis/{connection.GROUP}/{connection.VERSION}/namespaces/{namespace}/{connection.PLURAL}/{name}"
+
+
+def _cluster_connection(name: str) -> str:
+    return f"/apis/{connection.GROUP}/{connection.VERSION}/{connection.CLUSTER_PLURAL}/{name}"
 
 
 def _workloads(kind: WorkloadKind, namespace: str) -> str:

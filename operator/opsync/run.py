@@ -36,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="keep fields with empty values as keys",
     )
+    parser.add_argument(
+        "--default-connection",
+        dest="default_connection",
+        default=None,
+        help="true (default): items without spec.connectionRef use OP_CONNECT_*; false: they are "
+        "refused with NoConnection (multi-tenant clusters)",
+    )
     parser.add_argument("--log-level", default=None, help="debug, info, warning or error (default: info)")
     parser.add_argument(
         "--zap-log-level", dest="log_level", default=None, help="the official operator's name for --log-level"
@@ -108,15 +115,18 @@ def _run(args: argparse.Namespace) -> int:
                 f":{args.metrics_port}" if args.metrics_port is not None else args.metrics_bind_address
             ),
             health_probe_bind_address=args.health_probe_bind_address,
+            default_connection=args.default_connection,
         )
-        connect_config = ConnectConfig.from_env()
+        connect_config: ConnectConfig | None = None
+        if settings.default_connection or ConnectConfig.environment().get("host"):
+            connect_config = ConnectConfig.from_env()
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     reachability = configure_logging(settings.log_level)
     logging.getLogger(__name__).info(
         "opsync starting: Connect %s, namespaces %s, polling every %ss",
-        connect_config.host,
+        connect_config.host if connect_config is not None else "(no default connection)",
         ",".join(settings.watch_namespaces) or "(all)",
         settings.polling_interval,
     )
@@ -135,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
 
 async def run_operator(
     settings: OperatorSettings,
-    connect_config: ConnectConfig,
+    connect_config: ConnectConfig | None,
     *,
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,

@@ -62,6 +62,12 @@ class OperatorSettings(ExplicitSettings):
     )
     enable_annotations: GoBool = Field(default=False, description="Copy the CR's annotations to its Secret.")
     allow_empty_values: GoBool = Field(default=False, description="Keep fields with empty values as keys.")
+    default_connection: GoBool = Field(
+        default=True,
+        description="Items that name no connection (spec.connectionRef) use OP_CONNECT_HOST and "
+        "OP_CONNECT_TOKEN; false: they are refused (Ready=False, NoConnection), as a multi-tenant "
+        "cluster wants, and OP_CONNECT_* may be left unset.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     metrics_bind_address: str = Field(
         default=":8080", description="Where /metrics is served, e.g. ':8080' ('0' = off)."

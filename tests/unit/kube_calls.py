@@ -52,6 +52,11 @@ CALLS: dict[str, Call] = {
     "list_deployments": lambda k: k.list_deployments("ns"),
     "list_workloads": lambda k: k.list_workloads("ns"),
     "patch_workload": _patch_every_kind,
+    "namespace_labels": lambda k: k.namespace_labels("ns"),
+    "read_connection": lambda k: k.read_connection("ns", "c"),
+    "read_cluster_connection": lambda k: k.read_cluster_connection("c"),
+    "patch_connection_status": lambda k: k.patch_connection_status("ns", "c", {}),
+    "patch_cluster_connection_status": lambda k: k.patch_cluster_connection_status("c", {}),
 }
 
 

@@ -55,7 +55,14 @@ KUBE_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "list_deployments": {("apps", "deployments", "list")},
     "list_workloads": {(group, plural, "list") for group, plural in _APPS},
     "patch_workload": {(group, plural, "patch") for group, plural in _APPS},
+    "namespace_labels": {("", "namespaces", "get")},
+    "read_connection": {("opsync.io", "onepasswordconnections", "get")},
+    "patch_connection_status": {("opsync.io", "onepasswordconnections/status", "patch")},
+    "read_cluster_connection": {("opsync.io", "clusteronepasswordconnections", "get")},
+    "patch_cluster_connection_status": {("opsync.io", "clusteronepasswordconnections/status", "patch")},
 }
+CLUSTER_SCOPED = {"read_cluster_connection", "patch_cluster_connection_status"}
+"""Calls on cluster-scoped objects: granted by the ClusterRole only (never in per-namespace mode)."""
 # What kopf does for opsync: watch (list + watch) what the handlers are registered on, and patch
 # its finalizer and progress annotations onto the objects it handles.
 KOPF_CALLS = {
@@ -230,9 +237,10 @@ def kube_requests() -> dict[str, set[tuple[str, str, str]]]:
 # -- the chart as a whole -------------------------------------------------------------------------
 
 
-def test_chart_crd_is_the_generated_one() -> None:
-    copy = CHART / "crds" / "onepassworditem.yaml"
-    source = REPO / "crds" / "onepassworditem.yaml"
+@pytest.mark.parametrize("name", ["onepassworditem.yaml", "connections.yaml"])
+def test_chart_crd_is_the_generated_one(name: str) -> None:
+    copy = CHART / "crds" / name
+    source = REPO / "crds" / name
     assert copy.read_text() == source.read_text(), "helm/opsync/crds/ is stale: run `make chart-crd`"
 
 
@@ -306,7 +314,13 @@ def test_watch_namespace_gives_one_role_per_namespace_and_nothing_cluster_wide()
         ("team-b", "opsync"),
         ("opsync-system", "opsync-leader-election"),
     }
-    needed = {call for calls in KUBE_CALLS.values() for call in calls if call[0] != LEASES}
+    needed = {
+        call
+        for name, calls in KUBE_CALLS.items()
+        if name not in CLUSTER_SCOPED
+        for call in calls
+        if call[0] != LEASES
+    }
     for namespace in ("team-a", "team-b"):
         rules = roles[(namespace, "opsync")]["rules"]
         assert granted(rules) == needed | KOPF_CALLS  # no CRD watch: opsync turns kopf's scan off

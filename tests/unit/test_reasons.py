@@ -20,6 +20,8 @@ from opsync.sync.reconcile import Failure, Target, describe_failure
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+CONNECTIONS_DOC = ROOT / "docs" / "connections.md"
+"""The multi-tenant how-to: its "Status and reasons" section lists the connection reasons."""
 PACKAGE = ROOT / "operator" / "opsync"
 TARGET = Target(Owner(API_VERSION, KIND, "db", "uid-db"), "ns", "db", "vaults/v/items/i")
 
@@ -51,11 +53,19 @@ def test_the_kinds_of_reason_partition_the_enum() -> None:
 _ROW = re.compile(r"^\|\s*(`[A-Za-z]+`(?:\s*,\s*`[A-Za-z]+`)*)\s*\|\s*(True|False)\s*\|(.*)\|\s*$")
 
 
+def _section(path: Path, heading: str) -> str:
+    text = path.read_text(encoding="utf-8")
+    start = text.index(heading)
+    end = text.find("\n#", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
 def _status_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("### Status and Events")
-    end = text.index("\n#", start + 1)
-    return text[start:end]
+    """README's Status and Events section, and the connections how-to's reasons (the reasons of
+    OnePasswordConnections and of items naming one)."""
+    return (
+        _section(README, "### Status and Events") + "\n" + _section(CONNECTIONS_DOC, "## Status and reasons")
+    )
 
 
 def _table() -> dict[str, set[str]]:

@@ -123,6 +123,15 @@ kind are left out.
 - apiGroups: ["argoproj.io"]
   resources: ["rollouts"]
   verbs: ["list", "patch"]
+# OnePasswordConnections (opsync.io/v1alpha1): get, only those an item names (read before each of
+# its polls: no list, no watch); the status subresource: Ready, the vaults the token sees,
+# lastPollTime. The token Secret it names is read with the Secrets rule above, in its own namespace.
+- apiGroups: ["opsync.io"]
+  resources: ["onepasswordconnections"]
+  verbs: ["get"]
+- apiGroups: ["opsync.io"]
+  resources: ["onepasswordconnections/status"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/* The admission policy (admission-policy.yaml): "true" when it is rendered, and its name (the

@@ -213,6 +213,12 @@ class ConnectClient:
     def __repr__(self) -> str:
         return f"<ConnectClient {self._config.host}>"
 
+    def set_token(self, token: SecretStr) -> None:
+        """Use ``token`` from the next request on (a rotated token, without a new pool); a
+        :class:`~opsync.core.errors.ConfigError` when it cannot be a bearer token."""
+        self._config = self._config.with_token(token)
+        self._http.headers["Authorization"] = f"Bearer {self._config.token.get_secret_value()}"
+
     @property
     def config(self) -> ConnectConfig:
         return self._config
@@ -515,6 +521,8 @@ def _tls_verify(config: ConnectConfig) -> ssl.SSLContext | bool:
         return False
     if config.ca_bundle is not None:
         return ssl.create_default_context(cafile=str(config.ca_bundle))
+    if config.ca_pem is not None:
+        return ssl.create_default_context(cadata=config.ca_pem)
     return ssl.create_default_context()
 
 

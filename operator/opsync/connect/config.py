@@ -79,6 +79,11 @@ class ConnectConfig(ExplicitSettings):
         description="File holding the token; surrounding whitespace is ignored.",
     )
     ca_bundle: Path | None = Field(default=None, description="PEM CA bundle to verify Connect's certificate.")
+    ca_pem: str | None = Field(
+        default=None,
+        exclude=True,
+        description="PEM CA certificates as text (a OnePasswordConnection's caSecretRef); not from the environment.",
+    )
     tls_verify: bool = Field(default=True, description="Verify Connect's TLS certificate.")
     timeout: float = Field(default=30.0, gt=0, description="Read/write/pool timeout in seconds.")
     connect_timeout: float = Field(default=5.0, gt=0, description="Connection timeout in seconds.")
@@ -129,6 +134,21 @@ class ConnectConfig(ExplicitSettings):
                 reason = getattr(exc, "strerror", None) or type(exc).__name__
                 raise ValueError(f"cannot load CA bundle {value}: {reason}") from None
         return value
+
+    @field_validator("ca_pem")
+    @classmethod
+    def _check_ca_pem(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cadata=value)
+            except (ssl.SSLError, ValueError):
+                raise ValueError("the CA certificates are not valid PEM") from None
+        return value
+
+    def with_token(self, token: SecretStr) -> ConnectConfig:
+        """The same settings with another token (checked as the environment's is)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields if name != "token_file"}
+        return type(self)(**{**values, "token": token})
 
     @model_validator(mode="after")
     def _resolve_token(self) -> ConnectConfig:

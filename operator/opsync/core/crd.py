@@ -193,6 +193,30 @@ class DockerConfig(_Model):
         return self
 
 
+CONNECTION_KIND = "OnePasswordConnection"
+CLUSTER_CONNECTION_KIND = "ClusterOnePasswordConnection"
+CONNECTION_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class ConnectionRefSpec(_Model):
+    """``spec.connectionRef`` of a OnePasswordItem."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, extra="forbid")
+
+    kind: Literal["OnePasswordConnection", "ClusterOnePasswordConnection"] = Field(
+        default="OnePasswordConnection",
+        description="OnePasswordConnection (default) or ClusterOnePasswordConnection.",
+    )
+    name: str = Field(
+        min_length=1, max_length=253, pattern=CONNECTION_NAME_PATTERN, description="The connection's name."
+    )
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        description="A OnePasswordConnection's namespace: the item's own (the default); any other is refused.",
+    )
+
+
 class OnePasswordItemSpec(_Model):
     """What to sync: one 1Password item, or several, and how to shape the Secret."""
 
@@ -248,6 +272,13 @@ class OnePasswordItemSpec(_Model):
         description=(
             "Delete (default): the Secret goes with the OnePasswordItem. Retain: it stays, "
             "without opsync's ownerReference."
+        ),
+    )
+    connectionRef: ConnectionRefSpec | None = Field(
+        default=None,
+        description=(
+            "The connection (Connect server and token, opsync.io/v1alpha1) to read the items with; "
+            "default: the operator's own OP_CONNECT_HOST and OP_CONNECT_TOKEN, unless switched off."
         ),
     )
     typeCheck: Literal["Warn", "Strict"] | None = Field(

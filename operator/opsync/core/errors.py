@@ -19,6 +19,7 @@ and server messages cut short. A secret value never goes into a message.
     │       ├── Forbidden           403
     │       ├── NotFound            404
     │       └── PayloadTooLarge     413
+    ├── ConnectionUnusable          a connection object cannot be used as it is (no token, …)
     └── KubeError                   a Kubernetes API call failed
 
 (``selection.FieldNotFound`` and ``templating.TemplateError`` are SpecErrors too, defined where
@@ -78,6 +79,10 @@ class Reason(StrEnum):
     SecretTooLarge = "SecretTooLarge"
     ConnectError = "ConnectError"
     KubernetesError = "KubernetesError"
+    NoConnection = "NoConnection"
+    ConnectionNotFound = "ConnectionNotFound"
+    ConnectionNotAllowed = "ConnectionNotAllowed"
+    TokenNotFound = "TokenNotFound"
     Error = "Error"
     InternalError = "InternalError"
 
@@ -85,6 +90,8 @@ class Reason(StrEnum):
     # Contested's (another writer keeps changing the Secret back).
     Valid = "Valid"
     RivalWriter = "RivalWriter"
+    # A OnePasswordConnection's Ready=True (its failures are the item failure reasons above).
+    Connected = "Connected"
 
     # Events only: never a condition reason.
     SecretSynced = "SecretSynced"
@@ -111,10 +118,10 @@ EVENT_REASONS: frozenset[Reason] = frozenset(
     }
 )
 """The reasons only Events carry, never a condition."""
-CONDITION_REASONS: frozenset[Reason] = frozenset({Reason.Valid, Reason.RivalWriter})
+CONDITION_REASONS: frozenset[Reason] = frozenset({Reason.Valid, Reason.RivalWriter, Reason.Connected})
 """The reasons of the conditions beside Ready that are no failure: ContentValid=True (a typed
-Secret's content follows its type's rules) and Contested=True (another writer keeps changing the
-Secret back, so opsync backs off)."""
+Secret's content follows its type's rules), Contested=True (another writer keeps changing the
+Secret back, so opsync backs off) and a connection's Ready=True (``Connected``)."""
 FAILURE_REASONS: frozenset[Reason] = frozenset(Reason) - SUCCESS_REASONS - EVENT_REASONS - CONDITION_REASONS
 """The reasons of Ready=False: every member not listed above."""
 
@@ -214,6 +221,15 @@ class PayloadTooLarge(ConnectRequestError):
     """413: the response would be too large (for example inline file content)."""
 
     status = 413
+
+
+class ConnectionUnusable(OpsyncError):
+    """A OnePasswordConnection (or cluster one) cannot be used as it stands: its token Secret is
+    missing, its spec is invalid, … Nothing is asked of Connect; ``reason`` says why."""
+
+    def __init__(self, message: str, *, reason: Reason = Reason.TokenNotFound) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class KubeError(OpsyncError):

@@ -33,7 +33,7 @@ def is_annotated_deployment(body: Mapping[str, Any], **_: Any) -> bool:
 async def track_deployment(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Every watch event: keep the poller's list of annotated Deployments current."""
     runtime = runtime_of(memo)
-    poller = runtime.poller
+    poller = runtime.connections
     if type == "DELETED":
         runtime.diffbase.forget(body["metadata"]["uid"])
     target = deployment_target(body) if is_annotated_deployment(body) else None
@@ -59,14 +59,14 @@ async def sync_deployment(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any
             message=f"annotate the Deployment with {desired.ITEM_NAME} to name the Secret for {desired.ITEM_PATH}",
         )
         return
-    runtime.poller.track(target)
+    runtime.connections.track(target)
     await sync_target(runtime, target, body=None, retry=retry)
 
 
 async def delete_deployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Delete the Secret, unless another Deployment uses it (then only stop owning it)."""
     runtime = runtime_of(memo)
-    runtime.poller.forget(body["metadata"]["uid"])
+    runtime.connections.forget(body["metadata"]["uid"])
     runtime.reconciler.owner_deleted(deployment_owner(body))
     target = deployment_target(body)
     if target is None:

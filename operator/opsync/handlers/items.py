@@ -42,7 +42,7 @@ async def track_item(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
     current, and sync at once when the force-sync annotation takes a new value (kopf's update
     handlers do not see annotation changes: annotations are not part of what kopf compares)."""
     runtime = runtime_of(memo)
-    poller = runtime.poller
+    poller = runtime.connections
     uid = body["metadata"]["uid"]
     if type == "DELETED":
         runtime.diffbase.forget(uid)
@@ -77,7 +77,7 @@ async def sync_item(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> N
     """Create, update and resume: sync the Secret."""
     runtime = runtime_of(memo)
     target = item_target(body)
-    runtime.poller.track(target, reported(body))
+    runtime.connections.track(target, reported(body))
     await sync_target(runtime, target, body=body, retry=retry)
 
 
@@ -85,7 +85,7 @@ async def delete_item(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Delete the Secret with its item, or leave it behind (``deletionPolicy: Retain``)."""
     runtime = runtime_of(memo)
     target = item_target(body)
-    runtime.poller.forget(target.owner.uid)
+    runtime.connections.forget(target.owner.uid)
     runtime.reconciler.owner_deleted(target.owner)
     await _let_go(runtime, target)
 

@@ -18,16 +18,19 @@ import kopf
 
 from opsync.connect.client import ConnectClient
 from opsync.connect.config import ConnectConfig
+from opsync.core.connection import DEFAULT_LABEL
 from opsync.core.itempath import Fetched
+from opsync.handlers.connections import Connections, Link, NoDefaultConnection
 from opsync.handlers.diffbase import MemoryDiffBaseStorage
 from opsync.handlers.registry import build_registry
 from opsync.handlers.runtime import Runtime
-from opsync.handlers.syncing import report_outage, restart_workloads, sync_and_report
+from opsync.handlers.syncing import report_outage, restart_workloads, sync_and_report, sync_target
 from opsync.kube import KubeApi
 from opsync.ops.metrics import Metrics
 from opsync.settings import OperatorSettings
 from opsync.sync.debounce import Debouncer
 from opsync.sync.poller import Outage, Poller, PollReport
+from opsync.sync.ports import ItemSource
 from opsync.sync.reconcile import Failure, Outcome, Reconciler, Target
 from opsync.sync.restarts import Restarter
 from opsync.sync.rivalry import Rivalry
@@ -41,7 +44,9 @@ async def run_kopf(
     """Run kopf and the poller until ``stop_flag``; then stop the poller and close the runtime."""
     namespaces = runtime.settings.watch_namespaces
     poller_stop = asyncio.Event()
-    poller = asyncio.create_task(runtime.poller.run(poller_stop), name="opsync poller")
+    tasks = [asyncio.create_task(runtime.connections.run(poller_stop), name="opsync connections")]
+    if runtime.settings.default_connection:
+        tasks.append(asyncio.create_task(runtime.poller.run(poller_stop), name="opsync poller"))
     try:
         await kopf.operator(
             registry=build_registry(),
@@ -55,15 +60,16 @@ async def run_kopf(
     finally:
         poller_stop.set()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(poller, POLLER_STOP_TIMEOUT)
+            await asyncio.wait_for(asyncio.gather(*tasks), POLLER_STOP_TIMEOUT)
         await runtime.aclose()
 
 
 def build_runtime(
-    settings: OperatorSettings, connect_config: ConnectConfig, *, kube: KubeApi, metrics: Metrics
+    settings: OperatorSettings, connect_config: ConnectConfig | None, *, kube: KubeApi, metrics: Metrics
 ) -> Runtime:
     """Wire the use cases to the Connect client, the Kubernetes API and the metrics. Call it in
-    the running event loop (the Connect client binds to it)."""
+    the running event loop (the Connect client binds to it). ``connect_config`` is None only when
+    the default connection is switched off and ``OP_CONNECT_HOST`` is not set."""
     # The poller reports through the same path as the handlers; that path needs the runtime,
     # which needs the poller: the callbacks read it once it exists.
     built: list[Runtime] = []
@@ -77,20 +83,70 @@ def build_runtime(
         await restart_workloads(built[0], changes)
 
     async def on_outage(outage: Outage | None) -> None:
-        await report_outage(built[0], outage)
+        await report_outage(built[0], outage, built[0].poller.entries())
 
     def on_poll(report: PollReport, seconds: float, ok: bool) -> None:
         metrics.poll(seconds, ok)
         metrics.items_checked(report.checked)
         metrics.items_changed(report.fetched)
-        metrics.set_tracked(len(built[0].poller))
+        metrics.set_tracked(len(built[0].connections))
 
-    connect = ConnectClient(connect_config, observer=metrics.connect_request)
+    def default_poll(report: PollReport, seconds: float, ok: bool) -> None:
+        on_poll(report, seconds, ok)
+        metrics.connection_poll(DEFAULT_LABEL, ok, len(built[0].poller))
+
+    def observe_default(method: str, endpoint: str, status: str, seconds: float) -> None:
+        metrics.connect_request(method, endpoint, status, seconds)
+        metrics.connection_request(DEFAULT_LABEL, status)
+
+    def make_poller(link: Link) -> Poller:
+        connections = built[0].connections
+
+        async def link_sync(
+            target: Target, body: Mapping[str, Any] | None, fetched: Sequence[Fetched] | None
+        ) -> Outcome | Failure:
+            return await sync_and_report(built[0], target, body=body, fetched=fetched, raise_retryable=False)
+
+        async def link_outage(outage: Outage | None) -> None:
+            await connections.on_outage(link, outage)
+
+        return Poller(
+            reconciler,
+            link_sync,
+            interval=link.interval,
+            full_resync_every=settings.full_resync_every,
+            after_poll=after_poll,
+            on_poll=on_poll,
+            on_outage=link_outage,
+            channel=link.channel,
+            before_poll=lambda: connections.refresh(link),
+            via=str(link.ref),
+        )
+
+    async def reroute(target: Target, body: Mapping[str, Any] | None) -> None:
+        await sync_target(built[0], target, body=body, retry=0, raise_retryable=False)
+
+    connect: ConnectClient | None = None
+    source: ItemSource
+    if connect_config is not None:
+        connect = ConnectClient(connect_config, observer=observe_default)
+        source = connect
+    else:
+        source = NoDefaultConnection()
     reconciler = Reconciler(
-        connect=connect,
+        connect=source,
         kube=kube,
         allow_empty_values=settings.allow_empty_values,
         copy_annotations=settings.enable_annotations,
+    )
+    poller = Poller(
+        reconciler,
+        poll_sync,
+        interval=settings.polling_interval,
+        full_resync_every=settings.full_resync_every,
+        after_poll=after_poll,
+        on_poll=default_poll,
+        on_outage=on_outage,
     )
     runtime = Runtime(
         settings=settings,
@@ -98,14 +154,18 @@ def build_runtime(
         kube=kube,
         metrics=metrics,
         reconciler=reconciler,
-        poller=Poller(
-            reconciler,
-            poll_sync,
+        poller=poller,
+        connections=Connections(
+            kube=kube,
+            metrics=metrics,
+            default=poller,
+            default_enabled=settings.default_connection,
+            base_config=connect_config,
             interval=settings.polling_interval,
-            full_resync_every=settings.full_resync_every,
-            after_poll=after_poll,
-            on_poll=on_poll,
-            on_outage=on_outage,
+            make_poller=make_poller,
+            report_outage=lambda outage, entries: report_outage(built[0], outage, entries),
+            sync=reroute,
+            observer=metrics.connect_request,
         ),
         restarter=Restarter(
             kube, default=settings.auto_restart, on_restart=lambda done: metrics.restart(done.kind)

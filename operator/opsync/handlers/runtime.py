@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import kopf
 
 from opsync.connect.client import ConnectClient
+from opsync.handlers.connections import Connections
 from opsync.handlers.diffbase import MemoryDiffBaseStorage
 from opsync.kube import KubeApi
 from opsync.ops.metrics import Metrics
@@ -29,11 +30,17 @@ class Runtime:
     """The long-lived objects of one running operator (one leader term)."""
 
     settings: OperatorSettings
-    connect: ConnectClient
+    connect: ConnectClient | None
+    """The operator's own client (``OP_CONNECT_*``); None when the default connection is off and
+    no host is set."""
     kube: KubeApi
     metrics: Metrics
     reconciler: Reconciler
     poller: Poller
+    """The poller of the operator's own connection."""
+    connections: Connections
+    """Every owner's connection: the handlers track, forget and record owners here, and each
+    sync asks it for the owner's channel (the operator's own, or a OnePasswordConnection's)."""
     restarter: Restarter
     drift: Debouncer
     """Pending drift repairs, one per Secret, so that a handler never sleeps."""
@@ -46,7 +53,8 @@ class Runtime:
         """Cancel pending drift repairs, stop the template thread and close the Connect client."""
         await self.drift.aclose()
         self.reconciler.close()
-        await self.connect.aclose()
+        if self.connect is not None:
+            await self.connect.aclose()
 
 
 def runtime_of(memo: kopf.Memo) -> Runtime:

@@ -44,13 +44,14 @@ async def sync_and_report(
     caller is the poller (``raise_retryable=False``), which retries at its next poll."""
     reconciler = runtime.reconciler
     try:
-        outcome = await reconciler.sync(target, fetched=fetched)
+        channel = await runtime.connections.route(target)
+        outcome = await reconciler.sync(target, fetched=fetched, channel=channel)
         await _retire_previous(runtime, target, body)
     except Exception as exc:
         failure = describe_failure(exc, target)
         if failure.reason is Reason.InternalError:
             logger.exception("sync of %s/%s failed unexpectedly", target.namespace, target.secret_name)
-        runtime.poller.record(target, failure)
+        runtime.connections.record(target, failure)
         runtime.metrics.sync_error(failure.reason)
         try:
             await reporting.report_failure(runtime.kube, target, failure, body=body, retry=retry)
@@ -61,7 +62,7 @@ async def sync_and_report(
     if outcome.action == "abandoned":  # its owner was deleted meanwhile: nothing to report on
         logger.debug("sync of %s/%s abandoned: its owner was deleted", target.namespace, target.secret_name)
         return outcome
-    runtime.poller.record(target, outcome)
+    runtime.connections.record(target, outcome)
     if outcome.action in ("created", "updated"):
         runtime.metrics.secret_written(outcome.action)
         logger.info(
@@ -138,12 +139,13 @@ OUTAGE_WRITES = 16
 """Status writes in flight at once when an outage begins or ends (the Kubernetes pool's size)."""
 
 
-async def report_outage(runtime: Runtime, outage: Outage | None) -> None:
-    """Connect began failing the polls (``outage``) or answers again (None): every synced
-    OnePasswordItem gets ``Fresh=False`` (its Secret is still right, so ``Ready`` stays) and one
-    Warning Event, or loses that condition again."""
+async def report_outage(runtime: Runtime, outage: Outage | None, entries: Sequence[Tracked]) -> None:
+    """Connect (of one connection) began failing the polls (``outage``) or answers again (None):
+    every synced OnePasswordItem of ``entries`` (the owners polled through it) gets ``Fresh=False``
+    (its Secret is still right, so ``Ready`` stays) and one Warning Event, or loses that condition
+    again."""
     if outage is not None:
-        logger.warning("Connect unavailable: %s", outage.describe())
+        logger.warning("%s unavailable: %s", outage.via, outage.describe())
     else:
         logger.info("Connect answers again: Secrets are being kept up to date")
     gate = asyncio.Semaphore(OUTAGE_WRITES)
@@ -171,4 +173,4 @@ async def report_outage(runtime: Runtime, outage: Outage | None) -> None:
                     "could not report Connect's state on %s/%s: %s", target.namespace, target.owner.name, exc
                 )
 
-    await asyncio.gather(*(one(entry) for entry in runtime.poller.entries()))
+    await asyncio.gather(*(one(entry) for entry in entries))

@@ -29,6 +29,7 @@ or a per-object id (no vault, item, namespace or Secret name):
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final
 
 from prometheus_client import (
@@ -135,6 +136,31 @@ class Metrics:
             "Items (OnePasswordItems and annotated workloads) this replica keeps in sync.",
             registry=registry,
         )
+        self._connection_requests = Counter(
+            "opsync_connection_requests",
+            "HTTP requests to 1Password Connect by connection ('default' for OP_CONNECT_*, else "
+            "'<namespace>/<name>' or 'cluster:<name>') and status (as opsync_connect_requests).",
+            ["connection", "status"],
+            registry=registry,
+        )
+        self._connection_polls = Counter(
+            "opsync_connection_polls",
+            "Poll cycles by connection and result (ok, error).",
+            ["connection", "result"],
+            registry=registry,
+        )
+        self._connection_ready = Gauge(
+            "opsync_connection_ready",
+            "1 while a connection's last poll succeeded, 0 while it fails; one series per connection in use.",
+            ["connection"],
+            registry=registry,
+        )
+        self._connection_tracked = Gauge(
+            "opsync_connection_tracked_items",
+            "Items kept in sync through each connection in use.",
+            ["connection"],
+            registry=registry,
+        )
         # Known label values start at 0, so rate() and alerts work before the first event.
         for result in POLL_RESULTS:
             self._polls.labels(result=result)
@@ -155,6 +181,26 @@ class Metrics:
         """
         self._connect_requests.labels(method=method, endpoint=endpoint, status=status).inc()
         self._connect_duration.labels(method=method, endpoint=endpoint).observe(max(seconds, 0.0))
+
+    def connection_request(self, connection: str, status: str) -> None:
+        """One HTTP attempt through ``connection`` (its label)."""
+        self._connection_requests.labels(connection=connection, status=status).inc()
+
+    def connection_poll(self, connection: str, ok: bool, tracked: int) -> None:
+        """A poll of ``connection`` ended; ``tracked`` items use it."""
+        self._connection_polls.labels(connection=connection, result="ok" if ok else "error").inc()
+        self._connection_ready.labels(connection=connection).set(1 if ok else 0)
+        self._connection_tracked.labels(connection=connection).set(tracked)
+
+    def forget_connection(self, connection: str) -> None:
+        """``connection`` is no longer in use: its series go (the label set stays bounded by the
+        connections in use)."""
+        for family in (self._connection_requests, self._connection_polls):
+            for labels in [key for key in _label_sets(family) if key[0] == connection]:
+                family.remove(*labels)
+        for gauge in (self._connection_ready, self._connection_tracked):
+            with contextlib.suppress(KeyError):
+                gauge.remove(connection)
 
     # -- polling ----------------------------------------------------------------------------------
 
@@ -212,3 +258,8 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float | None:
         """The current value of one sample (``opsync_polls_total``, ``result="ok"``), ``None`` if absent."""
         return self.registry.get_sample_value(name, labels)
+
+
+def _label_sets(family: Counter) -> list[tuple[str, ...]]:
+    """The label values a labelled metric has series for (prometheus_client has no public listing)."""
+    return [tuple(key) for key in family._metrics]

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from opsync.connect.models import Item, Vault
 from opsync.core.errors import (
     ConnectError,
+    ConnectionUnusable,
     ConnectTransientError,
     RateLimited,
     Reason,
@@ -48,7 +49,7 @@ from opsync.core.errors import (
 from opsync.core.itempath import Fetched, ItemPath, pick, pick_vault
 from opsync.sync.ports import ItemSource
 from opsync.sync.reconcile import Failure, Outcome, Reconciler, Target
-from opsync.sync.resolve import fetch_resolved
+from opsync.sync.resolve import Channel, fetch_resolved
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,13 @@ class Outage:
     """When the first failed poll ended (RFC 3339, UTC)."""
     last_ok: str | None
     """When a poll last succeeded (RFC 3339, UTC); None if none has since the start."""
+    via: str = "Connect"
+    """What fails: Connect, or the connection object whose Connect it is."""
 
     def describe(self) -> str:
         checked = f"last successful check {self.last_ok}" if self.last_ok else "no successful check yet"
         return (
-            f"Connect failing since {self.since} ({self.message}); {checked}. The Secret holds the "
+            f"{self.via} failing since {self.since} ({self.message}); {checked}. The Secret holds the "
             "item as last synced; changes in 1Password reach it once Connect answers again"
         )
 
@@ -85,7 +88,9 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _outage_reason(exc: ConnectError) -> Reason:
+def _outage_reason(exc: ConnectError | ConnectionUnusable) -> Reason:
+    if isinstance(exc, ConnectionUnusable):
+        return exc.reason
     if isinstance(exc, Unauthorized):
         return Reason.Unauthorized
     if isinstance(exc, RateLimited):
@@ -142,9 +147,18 @@ class Poller:
         after_poll: AfterPollFn | None = None,
         on_poll: Callable[[PollReport, float, bool], None] | None = None,
         on_outage: OutageFn | None = None,
+        channel: Channel | None = None,
+        before_poll: Callable[[], Awaitable[None]] | None = None,
+        via: str = "Connect",
     ) -> None:
         self.reconciler = reconciler
-        self.connect: ItemSource = reconciler.connect
+        self.channel = channel or reconciler.channel
+        """The connection polled: the operator's own, or a OnePasswordConnection's."""
+        self.connect: ItemSource = self.channel.connect
+        self._before_poll = before_poll
+        self._via = via
+        self.vaults: list[tuple[str, str]] = []
+        """The vaults (id, name) the last successful poll saw."""
         self._sync = sync
         self.interval = interval
         self.full_resync_every = max(1, full_resync_every)
@@ -217,7 +231,7 @@ class Poller:
                 return
             try:
                 await self.poll_once()
-            except ConnectError as exc:
+            except (ConnectError, ConnectionUnusable) as exc:
                 logger.warning("poll failed: %s; next poll in about %ss", exc, self.interval)
             except Exception:
                 logger.exception("poll failed unexpectedly")
@@ -231,9 +245,11 @@ class Poller:
             ok = False
             report = PollReport(full=full)
             try:
+                if self._before_poll is not None:
+                    await self._before_poll()
                 await self._poll(report)
                 ok = True
-            except ConnectError as exc:
+            except (ConnectError, ConnectionUnusable) as exc:
                 await self._connect_failed(exc)
                 raise
             finally:
@@ -242,12 +258,12 @@ class Poller:
             await self._connect_answered()
             return report
 
-    async def _connect_failed(self, exc: ConnectError) -> None:
+    async def _connect_failed(self, exc: ConnectError | ConnectionUnusable) -> None:
         """A poll met a Connect failure: the first one begins an outage (reported once)."""
         if self.outage is not None:
             return
         self.outage = Outage(
-            reason=_outage_reason(exc), message=str(exc), since=_now(), last_ok=self._last_ok
+            reason=_outage_reason(exc), message=str(exc), since=_now(), last_ok=self._last_ok, via=self._via
         )
         if self._on_outage is not None:
             await self._on_outage(self.outage)
@@ -262,7 +278,8 @@ class Poller:
 
     async def _poll(self, report: PollReport) -> None:
         vaults = await self.connect.list_vaults()
-        self.reconciler.listings.offer_vaults(vaults)
+        self.vaults = [(vault.id, vault.name or "") for vault in vaults if vault.id]
+        self.channel.listings.offer_vaults(vaults)
         by_id = {vault.id: vault for vault in vaults if vault.id}
         moved = {
             vault_id
@@ -293,7 +310,7 @@ class Poller:
         changes = Changes()
         for vault_id, users in to_list.items():
             items = await self.connect.list_items(vault_id)
-            self.reconciler.listings.offer_items(vault_id, items)
+            self.channel.listings.offer_items(vault_id, items)
             report.vaults_listed += 1
             changes.check(vault_id, users, vaults, items, report)
             self._vault_versions[vault_id] = by_id[vault_id].content_version

@@ -30,13 +30,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from opsync.core import connection as connection_mod
 from opsync.core import crd, workloads
 from opsync.core import desired as desired_mod
 from opsync.core.compose import Composed, Source, compose, sources_of
+from opsync.core.connection import ConnectionRef
 from opsync.core.desired import DesiredSecret, ObjectRef, Owner, SecretState
 from opsync.core.errors import (
     BadRequest,
     ConnectError,
+    ConnectionUnusable,
     ConnectTransientError,
     Forbidden,
     KubeError,
@@ -51,7 +54,7 @@ from opsync.core.gobool import parse_bool
 from opsync.core.itempath import Fetched, ItemPath
 from opsync.core.mapping import SecretData, Skipped, sanitize_secret_name
 from opsync.sync.ports import ItemSource, SecretStore
-from opsync.sync.resolve import Listings, fetch
+from opsync.sync.resolve import Channel, fetch
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,9 @@ class Target:
     """Why the spec did not parse (reported as InvalidSpec); then ``spec`` is None."""
     retain: bool = False
     """Whether the Secret outlives its owner (``deletionPolicy: Retain``)."""
+    connection: ConnectionRef | None = None
+    """The connection to read with (``spec.connectionRef`` or the Deployment's annotation); None:
+    the operator's own."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -106,9 +112,11 @@ def item_target(body: Mapping[str, Any]) -> Target:
     # does not parse: deleting the owner must not then delete a Secret meant to be retained.
     placement = spec or crd.parse_placement(raw)
     item_path = raw.get("itemPath")
+    namespace = meta.get("namespace") or "default"
+    ref = spec.connectionRef if spec is not None else None
     return Target(
         owner=Owner(crd.API_VERSION, crd.KIND, meta["name"], meta.get("uid", "")),
-        namespace=meta.get("namespace") or "default",
+        namespace=namespace,
         secret_name=placement.secretName or meta["name"],
         item_path=item_path if isinstance(item_path, str) else None,
         secret_type=body.get("type"),
@@ -117,6 +125,7 @@ def item_target(body: Mapping[str, Any]) -> Target:
         spec=spec,
         spec_error=error,
         retain=placement.deletionPolicy == "Retain",
+        connection=connection_mod.ref_of(ref, namespace) if ref is not None else None,
     )
 
 
@@ -133,14 +142,24 @@ def deployment_target(body: Mapping[str, Any]) -> Target | None:
     name = annotations.get(desired_mod.ITEM_NAME)
     if not name:
         return None
+    namespace = body["metadata"]["namespace"]
+    ref, error = None, None
+    named = (body["metadata"].get("annotations") or {}).get(connection_mod.CONNECTION_ANNOTATION)
+    if named:
+        try:
+            ref = connection_mod.parse_annotation(named, namespace)
+        except ValueError as exc:
+            error = str(exc)
     return Target(
         owner=deployment_owner(body),
-        namespace=body["metadata"]["namespace"],
+        namespace=namespace,
         secret_name=sanitize_secret_name(name),
         item_path=annotations.get(desired_mod.ITEM_PATH),
         annotations={
             k: v for k, v in annotations.items() if k in (desired_mod.AUTO_RESTART, desired_mod.ITEM_NAME)
         },
+        spec_error=error,
+        connection=ref,
     )
 
 
@@ -191,10 +210,17 @@ def describe_failure(exc: BaseException, target: Target) -> Failure:
     where = f"item path {paths[0]!r}" if len(paths) == 1 else f"item paths {', '.join(map(repr, paths))}"
     if isinstance(exc, SpecError):
         return Failure(exc.reason, str(exc), retryable=False)
+    if isinstance(exc, ConnectionUnusable):
+        return Failure(exc.reason, str(exc), retryable=False)
     if isinstance(exc, Unauthorized):
+        token = (
+            f"the token Secret of {target.connection}"
+            if target.connection is not None
+            else "OP_CONNECT_TOKEN"
+        )
         return Failure(
             Reason.Unauthorized,
-            f"Connect refused the token ({exc}); check OP_CONNECT_TOKEN and that it belongs to this Connect server",
+            f"Connect refused the token ({exc}); check {token} and that it belongs to this Connect server",
             retryable=True,
         )
     if isinstance(exc, Forbidden):
@@ -334,9 +360,11 @@ class Reconciler:
         allow_empty_values: bool = False,
         copy_annotations: bool = False,
     ) -> None:
+        self.channel = Channel.of(connect)
+        """The operator's own connection: the client, and the listings shared by the syncs that run
+        together (title look-ups)."""
         self.connect = connect
-        self.listings = Listings(connect)
-        """Listings shared by the syncs that run together (title look-ups)."""
+        self.listings = self.channel.listings
         self.kube = kube
         self.allow_empty_values = allow_empty_values
         self.copy_annotations = copy_annotations
@@ -381,16 +409,20 @@ class Reconciler:
         """One sync at a time per Secret (a handler, the poller and drift repair may race)."""
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def sync(self, target: Target, *, fetched: Sequence[Fetched] | None = None) -> Outcome:
+    async def sync(
+        self, target: Target, *, fetched: Sequence[Fetched] | None = None, channel: Channel | None = None
+    ) -> Outcome:
         """Sync one target; ``fetched`` holds its items already read, in the order of
         ``target.sources`` (the poller reads an item once for every target using it), else they
-        are resolved and read here. Everything is read and composed before anything is written."""
+        are resolved and read here, through ``channel`` (default: the operator's own connection).
+        Everything is read and composed before anything is written."""
+        via = channel or self.channel
         paths = checked_paths(target)
         if self.is_gone(target.owner):
             return Outcome("abandoned", str(paths[0]), 0)
         async with self.lock(target.key):
             if fetched is None:
-                fetched = [await fetch(self.connect, path, self.listings) for path in paths]
+                fetched = [await fetch(via.connect, path, via.listings) for path in paths]
             if self.is_gone(target.owner):  # deleted meanwhile: deletion wins over this sync
                 return Outcome("abandoned", str(paths[0]), 0)
             existing = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from opsync.connect.models import FullItem, Item, Vault
@@ -110,6 +111,19 @@ class Listings:
     def offer_items(self, vault_id: str, items: Sequence[Item]) -> None:
         """The poller listed a vault's items: later look-ups start from that listing."""
         self._shared_items(vault_id).offer(items)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Channel:
+    """One Connect server (and token) as the use cases read it: the client and the listings its
+    syncs share. The operator's own connection is one; each OnePasswordConnection in use another."""
+
+    connect: ItemSource
+    listings: Listings
+
+    @classmethod
+    def of(cls, connect: ItemSource) -> Channel:
+        return cls(connect=connect, listings=Listings(connect))
 
 
 async def resolve_vault(
