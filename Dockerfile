@@ -12,7 +12,12 @@
 # The base image is pinned by version (bookworm: glibc 2.36, which the dependencies' binary wheels
 # need); pin it by digest as well (python:3.11.13-slim-bookworm@sha256:…) where policy asks.
 
-FROM python:3.11.13-slim-bookworm AS build
+# BASE: the Python base of both stages. The default is the pinned official image; `make image`
+# (no Docker Hub where opsync's node tests run) passes a python3.11 image it built locally from
+# Debian bookworm packages with mmdebstrap. `docker build .` is unchanged.
+ARG BASE=python:3.11.13-slim-bookworm
+
+FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -20,7 +25,7 @@ COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN pip wheel --wheel-dir /wheels .
 
-FROM python:3.11.13-slim-bookworm
+FROM ${BASE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="opsync" \

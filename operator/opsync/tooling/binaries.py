@@ -62,6 +62,10 @@ _K8S_VERSION_FLAGS = tuple(
     )
 )
 
+# What a node adds to the control plane (``opsync controlplane up --node``): same module set and version
+# as kube-apiserver, built only when a node is asked for.
+NODE_K8S = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+
 TOOLS: tuple[Tool, ...] = (
     Tool(
         "kube-apiserver",
@@ -78,6 +82,17 @@ TOOLS: tuple[Tool, ...] = (
         "k8s.io/kubernetes",
         "k8s.io/kubernetes/cmd/kubectl",
         _K8S_VERSION_FLAGS,
+    ),
+    *(
+        Tool(
+            name,
+            "kubernetes",
+            "k8sbins",
+            "k8s.io/kubernetes",
+            f"k8s.io/kubernetes/cmd/{name}",
+            _K8S_VERSION_FLAGS,
+        )
+        for name in NODE_K8S
     ),
     Tool("etcd", "etcd", "etcdbin", "go.etcd.io/etcd/server/v3", "."),
     Tool(
@@ -97,7 +112,10 @@ TOOLS: tuple[Tool, ...] = (
 )
 
 CONTROL_PLANE = ("etcd", "kube-apiserver")
-ALL = tuple(tool.name for tool in TOOLS)
+NODE = (*CONTROL_PLANE, *NODE_K8S)
+# `make bins` (what every test run needs); the node binaries are built on first use of a node.
+ALL = tuple(tool.name for tool in TOOLS if tool.name not in NODE_K8S)
+EVERY = tuple(tool.name for tool in TOOLS)
 
 
 def hack_dir() -> Path:
@@ -117,7 +135,7 @@ def _tool(name: str) -> Tool:
     for tool in TOOLS:
         if tool.name == name:
             return tool
-    raise KeyError(f"unknown tool {name!r}; known: {', '.join(ALL)}")
+    raise KeyError(f"unknown tool {name!r}; known: {', '.join(EVERY)}")
 
 
 def module_version(tool: Tool, hack: Path | None = None) -> str:

@@ -12,7 +12,9 @@ run), a watchdog process that holds a pipe from the owner sees it close and
 kills them, and the folders left behind are swept at the next start.
 
 There is no controller-manager, exactly as with envtest: no garbage collection
-of owned objects and namespaces never finish terminating.
+of owned objects and namespaces never finish terminating. With a node
+(:mod:`opsync.tooling.node`) there is one: then the server listens on the node's
+address and serves pods (``address``, ``pods``).
 """
 
 from __future__ import annotations
@@ -128,8 +130,15 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def write_pki(directory: Path) -> None:
-    """CA, serving and admin client certificates, and the service-account key pair."""
+SERVICE_IP = "10.0.0.1"
+"""The ``kubernetes`` Service's cluster IP (the first of --service-cluster-ip-range): pods dial it."""
+
+
+def write_pki(directory: Path, *, address: str = "127.0.0.1") -> None:
+    """CA, serving and admin client certificates, and the service-account key pair.
+
+    The serving certificate names ``address`` too, and the in-cluster names (the Service IP,
+    ``kubernetes.default.svc``), so that pods of a node verify it through kube-proxy."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _certificate(ca_key, _name("opsync-control-plane-ca"))
     serving_key = ec.generate_private_key(ec.SECP256R1())
@@ -141,8 +150,11 @@ def write_pki(directory: Path) -> None:
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
         alt_names=[
             x509.DNSName("localhost"),
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default"),
             x509.DNSName("kubernetes.default.svc"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.DNSName("kubernetes.default.svc.cluster.local"),
+            *{x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", SERVICE_IP, address)},
         ],
     )
     admin_key = ec.generate_private_key(ec.SECP256R1())
@@ -209,11 +221,18 @@ class ControlPlane:
         parent_dir: Path | None = None,
         start_timeout: float = 120.0,
         extra_apiserver_args: tuple[str, ...] = (),
+        address: str = "127.0.0.1",
+        pods: bool = False,
     ) -> None:
+        """``address``: where kube-apiserver listens and what it advertises (a node's pods must reach
+        it there). ``pods``: serve a node: ServiceAccount admission on, kubelets dialled by their
+        InternalIP with the admin client certificate."""
         self._bin_paths = dict(bin_paths) if bin_paths else None
         self._parent_dir = parent_dir or _default_parent_dir()
         self.start_timeout = start_timeout
         self.extra_apiserver_args = extra_apiserver_args
+        self.address = address
+        self.pods = pods
         self.dir: Path | None = None
         self.url = ""
         self.etcd_url = ""
@@ -264,7 +283,7 @@ class ControlPlane:
             [sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE, text=True, start_new_session=True
         )
         try:
-            write_pki(self.dir)
+            write_pki(self.dir, address=self.address)
             self._start_etcd(bins["etcd"])
             self._apiserver = bins["kube-apiserver"]
             self._start_apiserver(self._apiserver, free_port())
@@ -313,7 +332,7 @@ class ControlPlane:
         self._wait("etcd", lambda: self._http_ok(f"{self.etcd_url}/health"))
 
     def _start_apiserver(self, apiserver: Path, port: int) -> None:
-        self.url = f"https://127.0.0.1:{port}"
+        self.url = f"https://{self.address}:{port}"
         self._spawn(
             "kube-apiserver",
             [
@@ -324,13 +343,13 @@ class ControlPlane:
                 f"--tls-private-key-file={self._path('apiserver.key')}",
                 f"--client-ca-file={self._path('ca.crt')}",
                 f"--secure-port={port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 "--authorization-mode=RBAC",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
-                f"--service-account-issuer=https://127.0.0.1:{port}/",
+                *self._pod_args(),
+                f"--service-account-issuer=https://{self.address}:{port}/",
                 f"--service-account-key-file={self._path('sa.pub')}",
                 f"--service-account-signing-key-file={self._path('sa.key')}",
                 *self.extra_apiserver_args,
@@ -339,6 +358,15 @@ class ControlPlane:
         context = self.ssl_context()
         self._wait("kube-apiserver", lambda: self._http_ok(f"{self.url}/readyz", context))
         self._wait("kube-apiserver", lambda: self._http_ok(f"{self.url}/api/v1/namespaces/default", context))
+
+    def _pod_args(self) -> list[str]:
+        if not self.pods:
+            return ["--disable-admission-plugins=ServiceAccount"]
+        return [
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={self._path('admin.crt')}",
+            f"--kubelet-client-key={self._path('admin.key')}",
+        ]
 
     def restart_apiserver(self, *, down: float = 0.0) -> None:
         """Kill kube-apiserver (SIGKILL, as a crash), leave it down ``down`` seconds, and start it

@@ -1,0 +1,3 @@
+module opsync.local/pause
+
+go 1.24.0
