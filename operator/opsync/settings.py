@@ -83,10 +83,11 @@ class OperatorSettings(ExplicitSettings):
         default="", description="The leader Lease's namespace (default: the pod's own, else 'default')."
     )
     lease_duration: float = Field(
-        default=15.0,
+        default=10.0,
         ge=3,
         le=300,
-        description="Seconds a leader may go without renewing before another takes over.",
+        description="Seconds a leader may go without renewing before another takes over (a leader "
+        "that cannot renew for 2/3 of it steps down; replicas retry every 2/15 of it).",
     )
     full_resync_every: int = Field(
         default=24,
