@@ -87,3 +87,20 @@ async def test_aclose_cancels_what_is_pending() -> None:
     await debouncer.aclose()
     assert runs == []
     assert len(debouncer) == 0
+
+
+async def test_an_action_may_be_scheduled_with_its_own_delay() -> None:
+    """A Secret held back from repair is repaired when its backoff ends, not after the usual delay."""
+    runs: list[str] = []
+    debouncer = Debouncer(0.01)
+
+    async def record(key: str) -> None:
+        runs.append(key)
+
+    debouncer.schedule("later", lambda: record("later"), delay=0.15)
+    debouncer.schedule("soon", lambda: record("soon"))
+    await asyncio.sleep(0.07)
+    assert runs == ["soon"]
+    assert debouncer.schedule("later", lambda: record("again"), delay=0.01) is False  # still pending
+    await asyncio.sleep(0.15)
+    assert runs == ["soon", "later"]

@@ -10,8 +10,10 @@ def test_repeated_repairs_hold_the_secret_back_with_doubling_backoff() -> None:
     rivalry = Rivalry(repairs=3, window=60, first_backoff=30, max_backoff=100, clock=lambda: now[0])
     assert rivalry.repaired("s") is None and rivalry.repaired("s") is None
     assert rivalry.repaired("s") == 30 and rivalry.held_back("s")
+    now[0] = 12
+    assert rivalry.remaining("s") == 18  # when the repair held back is due
     now[0] = 31
-    assert not rivalry.held_back("s")
+    assert not rivalry.held_back("s") and rivalry.remaining("s") == 0
     rivalry.repaired("s")
     rivalry.repaired("s")
     assert rivalry.repaired("s") == 60

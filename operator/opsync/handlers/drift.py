@@ -44,17 +44,25 @@ async def secret_changed(
     if type not in ("MODIFIED", "DELETED"):
         return
     how = type.lower()
-    if runtime.rivalry.held_back((namespace, name)):
-        logger.debug(
-            "Secret %s/%s %s again: contested, not repaired until its backoff ends", namespace, name, how
-        )
-        return
-    if type == "MODIFIED":
-        runtime.rivalry.note_writer((namespace, name), desired.last_writer(body.get("metadata") or {}))
 
     async def repair() -> None:
         await restore(runtime, namespace, name, how)
 
+    backoff = runtime.rivalry.remaining((namespace, name))
+    if backoff > 0:
+        # Repaired once when the backoff ends (then counted as any repair), not when the next
+        # change event or a full resync comes, which may be hours away once the rival is quiet.
+        logger.debug(
+            "Secret %s/%s %s again: contested, repaired in %.0fs when its backoff ends",
+            namespace,
+            name,
+            how,
+            backoff,
+        )
+        runtime.drift.schedule(("after backoff", namespace, name), repair, delay=backoff)
+        return
+    if type == "MODIFIED":
+        runtime.rivalry.note_writer((namespace, name), desired.last_writer(body.get("metadata") or {}))
     runtime.drift.schedule((namespace, name), repair)
 
 

@@ -29,20 +29,24 @@ class Debouncer:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def schedule(self, key: Hashable, action: Callable[[], Awaitable[None]]) -> bool:
-        """Run ``action`` after the delay unless one is already pending for ``key`` (then it
-        is dropped: the pending one will see the same state). True when this call scheduled."""
+    def schedule(
+        self, key: Hashable, action: Callable[[], Awaitable[None]], *, delay: float | None = None
+    ) -> bool:
+        """Run ``action`` after the delay (``delay`` s instead, when given) unless one is already
+        pending for ``key`` (then it is dropped: the pending one will see the same state). True
+        when this call scheduled."""
         if key in self._pending:
             return False
-        task = asyncio.create_task(self._run(key, action), name=f"opsync debounce {key}")
+        wait = self.delay if delay is None else delay
+        task = asyncio.create_task(self._run(key, action, wait), name=f"opsync debounce {key}")
         self._pending[key] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(self, key: Hashable, action: Callable[[], Awaitable[None]]) -> None:
+    async def _run(self, key: Hashable, action: Callable[[], Awaitable[None]], delay: float) -> None:
         try:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(delay)
         finally:
             # An event from now on schedules anew: it may come after the state the action reads.
             self._pending.pop(key, None)

@@ -56,8 +56,12 @@ class Rivalry:
 
     def held_back(self, key: Hashable) -> bool:
         """Whether a repair of ``key`` must wait (its backoff runs)."""
+        return self.remaining(key) > 0
+
+    def remaining(self, key: Hashable) -> float:
+        """Seconds until ``key``'s backoff ends (0 when it is not held back)."""
         record = self._records.get(key)
-        return record is not None and self._clock() < record.until
+        return 0.0 if record is None else max(0.0, record.until - self._clock())
 
     def repaired(self, key: Hashable) -> float | None:
         """Record a repair of ``key``; the backoff in seconds when this repair makes it contested
