@@ -371,3 +371,34 @@ async def test_token_rotation_and_an_outage_of_one_connections_server(
         assert kube.secret(ns_a, "rot").metadata.resource_version == version  # type: ignore[union-attr]
     finally:
         server.stop()
+
+
+async def test_without_the_default_connection_an_item_naming_none_is_refused(
+    cluster: Cluster,
+    crds_installed: None,
+    api_client: client.ApiClient,
+    kube: Kube,
+    alpha: ConnectServerProcess,
+    tmp_path: Path,
+) -> None:
+    with (
+        running_operator(
+            cluster,
+            alpha,
+            tmp_path / "no-default",
+            namespace_prefix="ocz-",
+            args=("--default-connection", "false"),
+            env={"POLLING_INTERVAL": str(int(INTERVAL))},
+        ) as strict,
+        watched_namespace(api_client, strict) as namespace,
+    ):
+        item(api_client, namespace, "plain", None)
+        condition = await eventually(lambda: refused(kube, namespace, "plain", "NoConnection"))
+        assert "spec.connectionRef" in condition["message"]
+        # With a connection it syncs as usual.
+        connection(api_client, namespace, "team", alpha)
+        item(api_client, namespace, "named", {"name": "team"})
+        await eventually(lambda: secret_ready(kube, namespace, "named"))
+        assert password(kube, namespace, "named") == b"alpha-value"
+        assert kube.secret(namespace, "plain") is None
+        assert "(no default connection)" not in strict.logs()  # OP_CONNECT_HOST is set here
