@@ -34,6 +34,22 @@ def render(
     )
 
 
+def render_offline(
+    tmp_path: Path, documents: list[dict[str, Any]], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``opsync render`` with no ``OP_CONNECT_*`` at all: only the file's connections."""
+    manifest = tmp_path / "cr.yaml"
+    manifest.write_text(yaml.safe_dump_all(documents))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OP_CONNECT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "opsync", "render", "-f", str(manifest), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def cr(name: str, spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "apiVersion": "onepassword.com/v1",
@@ -119,3 +135,63 @@ def test_render_without_connect_settings_or_items_exits_2(
         timeout=60,
     )
     assert result.returncode == 2 and "OP_CONNECT_HOST" in result.stderr
+
+
+async def test_render_reads_through_the_connections_of_the_file(
+    connect_server: ConnectServerProcess, connect: ConnectClient, tmp_path: Path
+) -> None:
+    item = await new_item(connect, password="through-a-connection")
+    path = f"vaults/{VAULT}/items/{item.title}"
+    token_file = tmp_path / "token"
+    token_file.write_text(connect_server.token)
+
+    def connection(namespace: str, name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "opsync.io/v1alpha1",
+            "kind": "OnePasswordConnection",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"host": connect_server.url, "tokenSecretRef": {"name": "connect-token"}},
+        }
+
+    documents = [
+        connection("team-a", "team"),
+        connection("team-b", "team"),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "connect-token", "namespace": "team-a"},
+            "stringData": {"token": connect_server.token},
+        },
+        {
+            **cr("a", {"itemPath": path, "connectionRef": {"name": "team"}}),
+            "metadata": {"name": "a", "namespace": "team-a"},
+        },
+        {
+            **cr("b", {"itemPath": path, "connectionRef": {"name": "team"}}),
+            "metadata": {"name": "b", "namespace": "team-b"},
+        },
+        {
+            **cr("stolen", {"itemPath": path, "connectionRef": {"name": "team", "namespace": "team-a"}}),
+            "metadata": {"name": "stolen", "namespace": "team-c"},
+        },
+        {
+            **cr("nameless", {"itemPath": path}),
+            "metadata": {"name": "nameless", "namespace": "team-a"},
+        },
+    ]
+    result = render_offline(
+        tmp_path,
+        documents,
+        "--show-values",
+        "--default-connection=false",
+        "--token",
+        f"team-b/team={token_file}",
+    )
+    assert result.returncode == 1, result.stderr
+    rendered = {doc["metadata"]["namespace"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
+    assert set(rendered) == {"team-a", "team-b"}
+    for doc in rendered.values():
+        assert base64.b64decode(doc["data"]["password"]) == b"through-a-connection"
+    assert "team-c/stolen: ConnectionNotAllowed" in result.stderr
+    assert "team-a/nameless: NoConnection" in result.stderr
+    assert connect_server.token not in result.stdout + result.stderr
