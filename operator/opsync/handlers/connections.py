@@ -61,6 +61,10 @@ PollerFactory = Callable[["Link"], Poller]
 OutageReporter = Callable[[Outage | None, Sequence[Tracked]], Awaitable[None]]
 
 
+FIRST_POLL_AFTER = 3.0
+"""Seconds from opening a connection to its first poll (then every interval)."""
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -458,8 +462,11 @@ class Connections:
         """Poll ``link`` every interval (± 10 %) until it is released."""
         poller = link.poller
         assert poller is not None
+        first = True
         while not link.stop.is_set():
             delay = link.interval * (1 + self._random.uniform(-0.1, 0.1))
+            if first:  # the connection's status (Ready, vaults) soon after it is first used
+                delay, first = min(delay, FIRST_POLL_AFTER), False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.stop.wait(), delay)
             if link.stop.is_set():
