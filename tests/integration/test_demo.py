@@ -143,3 +143,35 @@ def test_demo_syncs_every_example_and_shows_no_value(tmp_path: Path) -> None:
     ):
         leaked = [value for value in [*values, token] if value in text]
         assert not leaked, f"{len(leaked)} secret value(s) in the {where}"
+
+
+def test_demo_teams_reads_each_namespace_through_its_own_connect_server(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "opsync", "demo", "--teams", "--exit-when-ready", "--run-dir", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    section = result.stdout[result.stdout.index("Teams, each through its own Connect server") :]
+    urls = []
+    for team in ("team-a", "team-b"):
+        match = re.search(
+            rf"{team}: OnePasswordConnection team -> (http://127\.0\.0\.1:\d+): Ready=True Connected, "
+            r"vaults \['Kubernetes'\]",
+            section,
+        )
+        assert match, section
+        urls.append(match[1])
+    assert urls[0] != urls[1]  # two servers
+    assert section.count("OnePasswordItem/db") == 2
+    # Each team's server has its own data file and token; neither token nor value is shown.
+    for team in ("team-a", "team-b"):
+        data = yaml.safe_load((run_dir / team / "connect-data.yaml").read_text())
+        (item,) = data["vaults"][0]["items"]
+        value = next(f["value"] for f in item["fields"] if f["label"] == "password")
+        assert value == f"{team}-demo-password" and value not in output
+    assert "eyJ" not in output  # no token (a JWT) printed

@@ -7,6 +7,10 @@ local Connect server with the demo data (``examples/connect-data.yaml``), the
 CRD and ``opsync run``, applies the manifests in ``examples/items/``, waits
 until everything is synced, and prints the Secrets (key names and value sizes,
 never values) and how to try an update. Ctrl-C or SIGTERM stops everything.
+With ``--teams`` it also runs two more Connect servers, one per team namespace
+(``team-a``, ``team-b``, data in ``examples/teams/``) with tokens of their own,
+and syncs each team's item through its own ``OnePasswordConnection``
+(docs/connections.md): the same vault and item names, each namespace its own values.
 
 The Kubernetes calls it makes go through the ``kubectl`` the project builds, so
 the rule that only :mod:`opsync.kube` imports the ``kubernetes`` client holds.
@@ -31,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from opsync.core import crd
+from opsync.core import connection, crd
 from opsync.core.desired import ITEM_NAME, ITEM_PATH, ITEM_VERSION, MANAGED_LABEL
 from opsync.core.mapping import sanitize_secret_name
 from opsync.tooling import binaries
@@ -271,6 +275,9 @@ class Demo:
     children: Children = field(default_factory=Children, init=False)
     connect: ConnectServerProcess | None = field(default=None, init=False)
     operator: OperatorProcess | None = field(default=None, init=False)
+    teams: tuple[str, ...] = ()
+    """Team namespaces with a Connect server and a OnePasswordConnection each (``--teams``)."""
+    team_servers: dict[str, ConnectServerProcess] = field(default_factory=dict, init=False)
 
     @property
     def connect_url(self) -> str:
@@ -341,19 +348,107 @@ class Demo:
 
     def install_crd(self, timeout: float = 60.0) -> str:
         self.kubectl("apply", "-f", "-", stdin=crd.definition_yaml())
+        names = [crd.CRD_NAME]
+        if self.teams:
+            self.kubectl("apply", "-f", "-", stdin=connection.definitions_yaml())
+            names += [
+                f"{plural}.{connection.GROUP}" for plural in (connection.PLURAL, connection.CLUSTER_PLURAL)
+            ]
         # Polled rather than `kubectl wait`, which fails outright while the API server has not
         # written the CRD's first status yet (it compiles the CEL rules first).
         deadline = time.monotonic() + timeout
-        while True:
-            status = self.kubectl_json("get", f"crd/{crd.CRD_NAME}").get("status") or {}
-            if any(
-                c.get("type") == "Established" and c.get("status") == "True"
-                for c in status.get("conditions") or []
-            ):
-                return f"{crd.CRD_NAME} Established"
-            if time.monotonic() > deadline:
-                raise DemoError(f"the CRD {crd.CRD_NAME} was not Established within {timeout:.0f} s")
-            time.sleep(0.2)
+        for name in names:
+            while True:
+                status = self.kubectl_json("get", f"crd/{name}").get("status") or {}
+                if any(
+                    c.get("type") == "Established" and c.get("status") == "True"
+                    for c in status.get("conditions") or []
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    raise DemoError(f"the CRD {name} was not Established within {timeout:.0f} s")
+                time.sleep(0.2)
+        return ", ".join(names) + " Established"
+
+    def start_team_servers(self, timeout: float = 30.0) -> str:
+        """One Connect server per team, on that team's data, and a token for it."""
+        for team in self.teams:
+            source = self.examples / "teams" / f"connect-data-{team}.yaml"
+            folder = self.run_dir / team
+            folder.mkdir(parents=True, exist_ok=True)
+            write_private(folder / "connect-data.yaml", source.read_text(encoding="utf-8"))
+            server = ConnectServerProcess.spawn(
+                self.children, data_path=folder / "connect-data.yaml", log=folder / "connect-server.log"
+            )
+            self.team_servers[team] = server
+        for server in self.team_servers.values():
+            server.wait_ready(timeout=timeout)
+            server.issue_token()
+        return ", ".join(f"{team} {server.url}" for team, server in self.team_servers.items())
+
+    def apply_teams(self) -> str:
+        """Each team's namespace, its token Secret, its OnePasswordConnection and its item."""
+        import yaml  # the demo's own dependency (PyYAML), only for --teams
+
+        template = list(
+            yaml.safe_load_all((self.examples / "teams" / "items.yaml").read_text(encoding="utf-8"))
+        )
+        for team, server in self.team_servers.items():
+            documents: list[dict[str, Any]] = [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": team}},
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "connect-token", "namespace": team},
+                    "stringData": {"token": server.token},
+                },
+            ]
+            for document in template:
+                document = json.loads(json.dumps(document))
+                document["metadata"]["namespace"] = team
+                if document["kind"] == connection.KIND:
+                    document["spec"]["host"] = server.url
+                documents.append(document)
+            self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+        return (
+            f"namespaces {', '.join(self.team_servers)}: a token Secret, a {connection.KIND} and an item each"
+        )
+
+    def team_pending(self) -> list[str]:
+        waiting = []
+        for team in self.team_servers:
+            items = self.kubectl_json("get", crd.PLURAL, "-n", team).get("items") or []
+            if not items:
+                waiting.append(f"{team}/(no item yet)")
+            status = (self.kubectl_json("get", connection.PLURAL, "-n", team).get("items") or [{}])[0].get(
+                "status"
+            )
+            if ready_condition({"status": status or {}}) is None:
+                waiting.append(f"{team}: its {connection.KIND} (first poll)")
+            for item in items:
+                condition = ready_condition(item)
+                if condition is None or condition.get("status") != "True":
+                    waiting.append(f"{team}/{item['metadata']['name']}")
+        return waiting
+
+    def teams_table(self) -> str:
+        lines = []
+        for team, server in self.team_servers.items():
+            status = self.kubectl_json("get", connection.PLURAL, "team", "-n", team).get("status") or {}
+            ready: Mapping[str, Any] = next(
+                (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+            )
+            lines.append(
+                f"  {team}: {connection.KIND} team -> {server.url}: Ready={ready.get('status', '?')} "
+                f"{ready.get('reason', '')}, vaults {[v.get('name') for v in status.get('vaults') or []]}"
+            )
+            lines += [
+                "    " + line
+                for line in format_table(
+                    secret_rows(self.kubectl_json("get", "secrets", "-n", team))
+                ).splitlines()
+            ]
+        return "\n".join(lines)
 
     def start_operator(self) -> OperatorProcess:
         assert self.plane is not None and self.token_file is not None
@@ -400,6 +495,11 @@ class Demo:
         while True:
             self.check_children()
             waiting = self.pending()
+            teams = self.team_pending() if self.team_servers else []
+            waiting += [
+                Pending(crd.KIND, name, "", "not Ready yet (it reads through its team's connection)")
+                for name in teams
+            ]
             if not waiting or time.monotonic() > deadline:
                 return waiting
             time.sleep(1.0)
@@ -461,6 +561,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--start-timeout", type=float, default=120.0, help="control-plane start-up timeout in seconds"
     )
+    parser.add_argument(
+        "--teams",
+        action="store_true",
+        help="also run a Connect server per team namespace (team-a, team-b), each read through the "
+        "namespace's own OnePasswordConnection and token (docs/connections.md)",
+    )
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="with pods (root): build the image, start a node, run the operator from the Helm chart "
+        "and roll out a Deployment that reads a Secret (opsync.tooling.nodedemo)",
+    )
     parser.set_defaults(handler=_demo)
 
 
@@ -475,6 +587,10 @@ def _timed(demo: Demo, label: str, action: Callable[[], str], started: float) ->
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.node:
+        from opsync.tooling import nodedemo
+
+        return nodedemo.run(args)
     started = time.monotonic()
     run_dir = args.run_dir.resolve()
     demo = Demo(
@@ -482,6 +598,7 @@ def _demo(args: argparse.Namespace) -> int:
         examples=(args.examples or default_examples()).resolve(),
         out=sys.stdout,
         ready_timeout=args.ready_timeout,
+        teams=("team-a", "team-b") if args.teams else (),
     )
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     status = 0
@@ -498,6 +615,8 @@ def _demo(args: argparse.Namespace) -> int:
         )
         _timed(demo, "token", lambda: f"all vaults, in {demo.issue_token()}", started)
         _timed(demo, "CRD", demo.install_crd, started)
+        if demo.teams:
+            _timed(demo, "team Connect servers", demo.start_team_servers, started)
         _timed(
             demo,
             "operator",
@@ -513,6 +632,8 @@ def _demo(args: argparse.Namespace) -> int:
             lambda: f"applied {len(demo.apply_examples())} objects from {demo.examples / 'items'}",
             started,
         )
+        if demo.teams:
+            _timed(demo, "teams", demo.apply_teams, started)
         demo.say(f"  waiting until every item is synced (at most {args.ready_timeout:.0f} s) ...\n")
         waiting = demo.wait_ready()
         elapsed = time.monotonic() - started
@@ -522,6 +643,8 @@ def _demo(args: argparse.Namespace) -> int:
         else:
             demo.say(f"  all synced  [{elapsed:.1f} s]\n")
         demo.say(f"\nSecrets in namespace {NAMESPACE}:\n{demo.secrets_table()}\n")
+        if demo.teams:
+            demo.say(f"\nTeams, each through its own Connect server and token:\n{demo.teams_table()}\n\n")
         assert demo.plane is not None and demo.token_file is not None
         demo.say(
             instructions(
