@@ -22,7 +22,6 @@ rules above, so the guess costs one refused request at worst.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -55,6 +54,7 @@ from opsync.core.itempath import Fetched, ItemPath
 from opsync.core.mapping import SecretData, Skipped, sanitize_secret_name
 from opsync.sync.ports import ItemSource, SecretStore
 from opsync.sync.resolve import Channel, fetch
+from opsync.sync.turns import Turns
 
 logger = logging.getLogger(__name__)
 
@@ -341,10 +341,6 @@ def desired_secret(
     )
 
 
-TEMPLATE_THREADS = 1
-"""Threads that render templates: heavy ones take turns there, and a target without a template
-never waits for them."""
-
 MAX_GONE = 100_000
 """Deleted owners remembered (a uid each, some 100 bytes): far more than deletions in flight."""
 
@@ -372,15 +368,15 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._present: set[tuple[str, str]] = set()
         """Managed Secrets the watch has shown: known to exist, so read before writing."""
-        self._templates = concurrent.futures.ThreadPoolExecutor(
-            TEMPLATE_THREADS, thread_name_prefix="opsync-template"
-        )
+        self._templates = Turns(thread_name="opsync-template")
+        """Templates render on a thread of their own, namespaces taking turns; a target without a
+        template never waits for them."""
         self._gone: dict[str, None] = {}
         """Owners (uids) deleted while this process ran, oldest first: nothing is written for them."""
 
     def close(self) -> None:
         """Stop the template thread (a render in progress ends within its time budget)."""
-        self._templates.shutdown(wait=False, cancel_futures=True)
+        self._templates.close()
 
     def owner_deleted(self, owner: Owner) -> None:
         """``owner`` is being deleted or is gone: from now on no sync writes for it and drift
@@ -458,8 +454,9 @@ class Reconciler:
         )
         if target.spec is not None and target.spec.template is not None:
             # A template may take its whole budget (seconds of CPU): off the event loop, on a
-            # thread of its own, so the other syncs and the health probes keep their pace.
-            composed = await asyncio.get_running_loop().run_in_executor(self._templates, shape)
+            # thread of its own, so the other syncs and the health probes keep their pace, and
+            # namespaces take turns there, so one namespace's heavy templates hold no other long.
+            composed = await self._templates.run(target.namespace, shape)
         else:
             composed = shape()
         wanted = desired_secret(target, composed, items, copy_annotations=self.copy_annotations)
