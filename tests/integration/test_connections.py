@@ -26,7 +26,10 @@ from opsync.tooling.connectserver.tokens import generate_signing_key
 from opsync.tooling.harness import ConnectServerProcess, OperatorProcess, request_delta
 from tests.conftest import Cluster
 from tests.integration.helpers import (
+    ITEM_NAME,
+    ITEM_PATH,
     VAULT,
+    deployment,
     eventually,
     running_operator,
     secret_ready,
@@ -231,6 +234,7 @@ async def test_each_namespace_reads_with_its_own_connection(
     before = bravo.requests()
     await asyncio.sleep(5 * INTERVAL)
     delta = request_delta(before, bravo.requests())
+    print(f"idle, {5 * INTERVAL:.0f} s at a {INTERVAL:.0f} s interval: {delta}")
     assert set(delta) <= {("GET", "/v1/vaults")}, delta
     assert 3 <= delta.get(("GET", "/v1/vaults"), 0) <= 6, delta
 
@@ -402,3 +406,62 @@ async def test_without_the_default_connection_an_item_naming_none_is_refused(
         assert password(kube, namespace, "named") == b"alpha-value"
         assert kube.secret(namespace, "plain") is None
         assert "(no default connection)" not in strict.logs()  # OP_CONNECT_HOST is set here
+
+
+async def test_an_annotated_deployment_reads_through_its_connection(
+    api_client: client.ApiClient, kube: Kube, bravo: ConnectServerProcess, ns_a: str
+) -> None:
+    connection(api_client, ns_a, "team", bravo)
+    annotations = {
+        ITEM_PATH: f"vaults/{VAULT}/items/{ITEM}",
+        ITEM_NAME: "app-db",
+        conn.CONNECTION_ANNOTATION: "team",
+    }
+    kube.apps.create_namespaced_deployment(ns_a, deployment("app", annotations=annotations))
+    await eventually(lambda: password(kube, ns_a, "app-db") == b"bravo-value")
+
+
+async def test_a_connection_is_polled_while_used_and_its_deletion_keeps_the_secrets(
+    api_client: client.ApiClient, kube: Kube, operator: OperatorProcess, ns_a: str, tmp_path: Path
+) -> None:
+    server = start_connect(tmp_path / "lifecycle", data=data("lifecycle-value"), vaults=[VAULT])
+    try:
+        connection(api_client, ns_a, "life", server)
+        for name in ("one", "two"):
+            item(api_client, ns_a, name, {"name": "life"})
+        for name in ("one", "two"):
+            await eventually(lambda name=name: secret_ready(kube, ns_a, name))  # type: ignore[misc]
+        label = f"{ns_a}/life"
+        await eventually(lambda: operator.metric("opsync_connection_tracked_items", connection=label) == 2)
+        kept = kube.secret(ns_a, "two").metadata.resource_version  # type: ignore[union-attr]
+        await eventually(lambda: operator.metric("opsync_connection_polls_total", connection=label) > 0)
+
+        # Deleted while in use: its items keep their Secrets and say why (Fresh=False).
+        client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
+            conn.GROUP, conn.VERSION, ns_a, conn.PLURAL, "life"
+        )
+        fresh = await eventually(
+            lambda: ready_of(kube.item(ns_a, "two").get("status") or {}, "Fresh"), within=4 * INTERVAL + 10
+        )
+        assert fresh["reason"] == "ConnectionNotFound", fresh
+        assert kube.ready(ns_a, "two")["status"] == "True"  # type: ignore[index]
+        assert kube.secret(ns_a, "two").metadata.resource_version == kept  # type: ignore[union-attr]
+
+        # Back again: polls resume; then the last item goes and polling stops.
+        connection(api_client, ns_a, "life", server)
+        await eventually(
+            lambda: ready_of(kube.item(ns_a, "two").get("status") or {}, "Fresh") is None or None,
+            within=4 * INTERVAL + 10,
+        )
+        for name in ("one", "two"):
+            kube.delete_item(ns_a, name)
+        await eventually(lambda: not kube.items(ns_a))
+        await asyncio.sleep(INTERVAL * 1.5)
+        before = server.requests()
+        await asyncio.sleep(3 * INTERVAL)
+        assert not request_delta(before, server.requests()), "a connection no item uses is still polled"
+        assert "no longer polled: no item uses it any more" in operator.logs()
+        # Its series went with it (the polls counter had counted several).
+        assert operator.metric("opsync_connection_polls_total", connection=label) == 0
+    finally:
+        server.stop()
