@@ -498,7 +498,7 @@ class NodeCluster:
                 str(self.dir),
             ],
             stdin=subprocess.PIPE,
-            stderr=self.path("watchdog.log").open("wb"),
+            # stderr inherited: what the tear-down could not undo is said where the owner ran.
             start_new_session=True,
             pass_fds=(self._lock_fd,),
         )

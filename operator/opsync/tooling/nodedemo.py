@@ -1,0 +1,251 @@
+"""``opsync demo --node``: the demo with pods: the operator runs from the Helm chart on a real node.
+
+Why this module exists: ``opsync demo`` (``make run``) stays light: a control plane without a
+node and the operator as a local process. With ``--node`` (root) the same demo runs the way a
+cluster runs opsync: the operator image is built (:mod:`opsync.tooling.images`), a node starts
+(:mod:`opsync.tooling.node`), the chart is installed with that image, and a Deployment whose pod
+prints its Secret is rolled out when the item changes. The Connect server listens on the node's
+address, where pods reach the host. Ctrl-C, SIGTERM or SIGKILL of the demo leave nothing
+running: the node's watchdog tears it down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from opsync.tooling import binaries, hostpkgs, images, node
+from opsync.tooling.controlplane import ControlPlane, ControlPlaneError
+from opsync.tooling.demo import NAMESPACE, Demo, DemoError, _interrupt, default_examples, format_pending
+from opsync.tooling.harness import ConnectServerProcess, HarnessError, OperatorProcess
+
+RELEASE = "opsync"
+RELEASE_NAMESPACE = "opsync-system"
+POLLING_INTERVAL = 5
+PRINTER = "secret-printer"
+"""A Deployment whose pod prints the demo Secret it reads through an env var (opted in to restarts)."""
+PRINTED_SECRET = "db-credentials"  # noqa: S105 - a Secret's name
+PRINTED_KEY = "password"
+
+
+@dataclass(kw_only=True)
+class NodeDemo(Demo):
+    """The demo on a node: the chart's operator pod instead of a local ``opsync run``."""
+
+    cluster: node.NodeCluster | None = field(default=None, init=False)
+    image: images.Image | None = field(default=None, init=False)
+
+    def start_cluster(self, timeout: float) -> str:
+        hostpkgs.ensure(hostpkgs.NODE, hostpkgs.IMAGE, purpose="opsync demo --node")
+        started = time.monotonic()
+        self.image = images.operator_image()
+        built = time.monotonic() - started
+        self.cluster = node.NodeCluster(images=[self.image.archive], start_timeout=max(timeout, 180.0))
+        self.cluster.start()
+        self.plane = self.cluster.plane
+        return f"{self.image.ref} ({built:.0f} s); node {node.NODE_NAME} Ready at {node.NODE_IP}"
+
+    def start_control_plane(self, timeout: float) -> ControlPlane:
+        raise DemoError("NodeDemo starts its control plane with start_cluster")
+
+    def start_node_connect_server(self) -> str:
+        self.connect = ConnectServerProcess.spawn(
+            self.children,
+            data_path=self.run_dir / "connect-data.yaml",
+            log=self.run_dir / "connect-server.log",
+            quiet=False,
+            host=node.NODE_IP,
+        )
+        self.connect.wait_ready()
+        self.issue_token()
+        return f"{self.connect.url} (reachable from pods), token for all vaults"
+
+    def start_operator(self) -> OperatorProcess:
+        raise DemoError("NodeDemo runs the operator from the chart: install_chart")
+
+    def install_chart(self) -> str:
+        assert self.connect is not None and self.image is not None and self.cluster is not None
+        repository, tag = self.image.ref.rsplit(":", 1)
+        values = {
+            "connect": {"host": self.connect.url},
+            "operator": {
+                "imageRepository": repository,
+                "version": tag,
+                "imagePullPolicy": "Never",
+                "pollingInterval": POLLING_INTERVAL,
+                "token": {"value": self.connect.token},
+            },
+        }
+        values_file = self.run_dir / "node-values.json"
+        values_file.write_text(json.dumps(values))
+        values_file.chmod(0o600)
+        helm = binaries.ensure(["helm"])["helm"]
+        chart = binaries.hack_dir().parent / "helm" / "opsync"
+        result = subprocess.run(
+            [
+                str(helm),
+                "install",
+                RELEASE,
+                str(chart),
+                "--namespace",
+                RELEASE_NAMESPACE,
+                "--create-namespace",
+                "--values",
+                str(values_file),
+                "--wait",
+                "--timeout",
+                "180s",
+            ],
+            env={
+                "KUBECONFIG": str(self.cluster.kubeconfig),
+                "HELM_CACHE_HOME": str(self.run_dir / "helm"),
+                "HELM_CONFIG_HOME": str(self.run_dir / "helm"),
+                "HELM_DATA_HOME": str(self.run_dir / "helm"),
+                "PATH": "/usr/bin:/bin",
+            },
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise DemoError(f"helm install failed: {result.stderr.strip()}")
+        pods = self.kubectl("get", "pods", "-n", RELEASE_NAMESPACE, "-o", "name").split()
+        return (
+            f"release {RELEASE} in {RELEASE_NAMESPACE}, pod {' '.join(p.split('/')[-1] for p in pods)} Ready"
+        )
+
+    def deploy_printer(self) -> str:
+        """A Deployment that prints the demo Secret's password from its env (opted in to restarts)."""
+        body: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": PRINTER,
+                "namespace": NAMESPACE,
+                "annotations": {"operator.1password.io/auto-restart": "true"},
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": PRINTER}},
+                "template": {
+                    "metadata": {"labels": {"app": PRINTER}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [
+                            {
+                                "name": "printer",
+                                "image": self.image.ref if self.image else "",
+                                "imagePullPolicy": "Never",
+                                "command": ["sh", "-c", 'echo "password is $P"; exec sleep infinity'],
+                                "env": [
+                                    {
+                                        "name": "P",
+                                        "valueFrom": {
+                                            "secretKeyRef": {"name": PRINTED_SECRET, "key": PRINTED_KEY}
+                                        },
+                                    }
+                                ],
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(body))
+        self.kubectl(
+            "rollout", "status", f"deployment/{PRINTER}", "-n", NAMESPACE, "--timeout=120s", timeout=150
+        )
+        printed = (
+            self.kubectl("logs", f"deployment/{PRINTER}", "-n", NAMESPACE)
+            .strip()
+            .removeprefix("password is ")
+        )
+        return f"deployment/{PRINTER} in {NAMESPACE}: its pod read a {len(printed)}-character password from its env"
+
+    def stop(self) -> None:
+        self.children.close()
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+        self.plane = None
+
+
+def run(args: argparse.Namespace, demo_factory: type[NodeDemo] = NodeDemo) -> int:
+    """``opsync demo --node``; the caller has set the signal handlers (Ctrl-C raises KeyboardInterrupt)."""
+    started = time.monotonic()
+
+    def timed(label: str, detail: str) -> None:
+        demo.say(f"  {label:<16} {detail}  [{time.monotonic() - started:.1f} s]\n")
+
+    demo = demo_factory(
+        run_dir=args.run_dir.resolve(),
+        examples=(args.examples or default_examples()).resolve(),
+        out=sys.stdout,
+        ready_timeout=args.ready_timeout,
+    )
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        node.check_host()
+        demo.say("opsync demo --node: control plane + node + the operator from the Helm chart, in a pod\n")
+        demo.prepare()
+        timed("image + node", demo.start_cluster(args.start_timeout))
+        timed("Connect server", demo.start_node_connect_server())
+        timed("chart", demo.install_chart())
+        timed("examples", f"applied {len(demo.apply_examples())} objects from {demo.examples / 'items'}")
+        waiting = demo.wait_ready()
+        if waiting:
+            status = 1
+            demo.say(f"\nNOT READY:\n{format_pending(waiting)}")
+        else:
+            timed("all synced", "")
+        timed("printer", demo.deploy_printer())
+        demo.say(f"\nSecrets in namespace {NAMESPACE}:\n{demo.secrets_table()}\n")
+        assert demo.cluster is not None and demo.connect is not None
+        demo.say(
+            "\nTry it (another shell):\n"
+            f"  export KUBECONFIG={demo.cluster.kubeconfig}\n"
+            "  kubectl get nodes,pods -A\n"
+            f"  kubectl logs -n {RELEASE_NAMESPACE} deployment/{RELEASE} -f\n"
+            f"  change the item {PRINTED_SECRET} in {demo.run_dir / 'connect-data.yaml'} (or through the "
+            f"Connect API at {demo.connect.url}); within {POLLING_INTERVAL} s the Secret changes and "
+            f"deployment/{PRINTER} rolls out: kubectl logs -n {NAMESPACE} deployment/{PRINTER}\n"
+            "Ctrl-C stops everything (pods, node, control plane, Connect server).\n"
+        )
+        if not args.exit_when_ready:
+            while True:
+                demo.check_children()
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        demo.say("\nstopping ...\n")
+        if args.exit_when_ready:
+            status = 130
+    except (
+        DemoError,
+        HarnessError,
+        ControlPlaneError,
+        binaries.BinariesError,
+        hostpkgs.HostPackagesError,
+        images.ImageError,
+        node.NodeError,
+        subprocess.TimeoutExpired,
+    ) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        status = 2
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        try:
+            demo.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    demo.say(f"stopped: pods, node, control plane and Connect server  [{time.monotonic() - started:.1f} s]\n")
+    return status
