@@ -20,7 +20,7 @@ SPEC ?= ../shared/reference/connect-openapi-1.7.1.yaml
 # Extra arguments for `make fuzz`, e.g. FUZZ_ARGS="--max-examples 100 --seed 7".
 FUZZ_ARGS ?=
 
-.PHONY: help venv bins lint typecheck crds chart-crd check-crds helm-lint unit test bench chaos fuzz run clean
+.PHONY: help venv bins lint typecheck crds chart-crd check-crds helm-lint unit test bench chaos fuzz run clean image
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ check-crds: $(INSTALLED) ## fail when crds/ differs from the models, or the char
 		{ echo "helm/opsync/crds/ is stale: run make chart-crd" >&2; exit 1; }
 	diff -u crds/connections.yaml helm/opsync/crds/connections.yaml || \
 		{ echo "helm/opsync/crds/ is stale: run make chart-crd" >&2; exit 1; }
+
+image: $(INSTALLED) ## build the operator image (buildah, on a local Debian python3.11 base; root) and load it into a running node
+	$(BIN)/opsync controlplane image
 
 helm-lint: bins ## helm lint the chart (helm/opsync)
 	"$$($(BIN)/opsync controlplane bins helm | cut -f2)" lint --strict helm/opsync

@@ -297,10 +297,12 @@ class ConnectServerProcess(ChildProcess):
     port: int
     data_path: Path
     token: str = field(default="", repr=False)
+    host: str = "127.0.0.1"
+    """Where it listens: loopback, or a node's address (``opsync.tooling.node.NODE_IP``) for pods."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @classmethod
     def spawn(
@@ -312,6 +314,7 @@ class ConnectServerProcess(ChildProcess):
         port: int | None = None,
         quiet: bool = True,
         args: Sequence[str] = (),
+        host: str = "127.0.0.1",
     ) -> Self:
         """Start the server on ``data_path`` (logging every request unless ``quiet``); no wait.
 
@@ -319,7 +322,9 @@ class ConnectServerProcess(ChildProcess):
         """
         port = free_port() if port is None else port
         log = data_path.parent / "connect-server.log" if log is None else log
-        argv = opsync_argv("connect-server", "--data", str(data_path), "--port", str(port), *args)
+        argv = opsync_argv(
+            "connect-server", "--data", str(data_path), "--host", host, "--port", str(port), *args
+        )
         if quiet:
             argv.append("--quiet")
         process = children.popen(argv, log=log, env=clean_env())
@@ -330,6 +335,7 @@ class ConnectServerProcess(ChildProcess):
             children=children,
             port=port,
             data_path=data_path,
+            host=host,
         )
         children.adopt(server)
         return server
@@ -346,12 +352,13 @@ class ConnectServerProcess(ChildProcess):
         port: int | None = None,
         quiet: bool = True,
         timeout: float = START_TIMEOUT,
+        host: str = "127.0.0.1",
     ) -> Self:
         """:meth:`spawn` (on ``data`` written to ``data_path`` first, if given), :meth:`wait_ready`
         and :meth:`issue_token` for ``vaults`` (default: every vault); stopped again if any fails."""
         if data is not None:
             write_data_file(data_path, data)
-        server = cls.spawn(children, data_path=data_path, log=log, port=port, quiet=quiet)
+        server = cls.spawn(children, data_path=data_path, log=log, port=port, quiet=quiet, host=host)
         try:
             server.wait_ready(timeout=timeout)
             server.issue_token(vaults)
@@ -400,7 +407,7 @@ class ConnectServerProcess(ChildProcess):
         if self.running():
             self.stop()
         log = self.log.with_name(f"{self.log.stem}-restarted.log") if log is None else log
-        server = self.spawn(self.children, data_path=self.data_path, log=log, port=self.port)
+        server = self.spawn(self.children, data_path=self.data_path, log=log, port=self.port, host=self.host)
         server.token = self.token
         try:
             server.wait_ready(timeout=timeout)
