@@ -465,3 +465,28 @@ async def test_a_connection_is_polled_while_used_and_its_deletion_keeps_the_secr
         assert operator.metric("opsync_connection_polls_total", connection=label) == 0
     finally:
         server.stop()
+
+
+async def test_a_token_rotated_between_polls_is_used_by_the_next_sync(
+    api_client: client.ApiClient, kube: Kube, ns_a: str, tmp_path: Path
+) -> None:
+    server = start_connect(tmp_path / "between", data=data("between-value"), vaults=[VAULT])
+    try:
+        connection(api_client, ns_a, "slow", server)
+        client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+            conn.GROUP, conn.VERSION, ns_a, conn.PLURAL, "slow", {"spec": {"pollingInterval": 3600}}
+        )
+        item(api_client, ns_a, "first", {"name": "slow"})
+        await eventually(lambda: secret_ready(kube, ns_a, "first"))
+        # Its first poll (3 s after it opened) is done: the next one is an hour away.
+        await eventually(
+            lambda: (ready_of(connection_status(api_client, ns_a, "slow")) or {}).get("reason") == "Connected"
+        )
+        server = rekey(server)  # the old token revoked
+        token_secret(api_client, ns_a, server.token)
+        item(api_client, ns_a, "second", {"name": "slow"})
+        # The first attempt meets 401, re-reads the Secret; kopf's retry (5 s later) succeeds.
+        await eventually(lambda: secret_ready(kube, ns_a, "second"), within=30)
+        assert password(kube, ns_a, "second") == b"between-value"
+    finally:
+        server.stop()

@@ -412,6 +412,23 @@ class Connections:
 
         return ConnectClient(config, observer=observe)
 
+    async def reread_token(self, target: Target) -> None:
+        """Connect refused the token of ``target``'s connection (401) in a sync: read its Secret
+        again now, so that kopf's retry uses a token rotated since the last poll."""
+        link = self._links.get(target.connection) if target.connection is not None else None
+        if link is None:
+            return
+        try:
+            _, endpoint, token = await self._materials(link.ref, link.body)
+        except (ConnectionUnusable, KubeError) as exc:
+            logger.debug("%s: could not read its token again: %s", link.ref, exc)
+            return
+        if endpoint == link.endpoint and token.get_secret_value() != link.token.get_secret_value():
+            with contextlib.suppress(ConfigError):
+                link.client.set_token(token)
+                link.token = token
+                logger.info("%s: the token in its Secret changed; using the new one", link.ref)
+
     async def refresh(self, link: Link) -> None:
         """Before each poll of ``link``: read its object and token again (Kubernetes only) and
         re-check the namespaces it serves; raise ConnectionUnusable when it cannot poll now."""

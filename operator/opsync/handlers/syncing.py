@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from opsync.core import crd
-from opsync.core.errors import KubeError, Reason
+from opsync.core.errors import KubeError, Reason, Unauthorized
 from opsync.core.itempath import Fetched
 from opsync.handlers import reporting
 from opsync.handlers.runtime import Runtime
@@ -48,6 +48,8 @@ async def sync_and_report(
         outcome = await reconciler.sync(target, fetched=fetched, channel=channel)
         await _retire_previous(runtime, target, body)
     except Exception as exc:
+        if isinstance(exc, Unauthorized):  # perhaps rotated since the last poll: the retry may work
+            await runtime.connections.reread_token(target)
         failure = describe_failure(exc, target)
         if failure.reason is Reason.InternalError:
             logger.exception("sync of %s/%s failed unexpectedly", target.namespace, target.secret_name)
