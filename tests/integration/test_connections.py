@@ -24,7 +24,7 @@ from bench.kube import Kube
 from opsync.core import connection as conn
 from opsync.tooling.connectserver.tokens import generate_signing_key
 from opsync.tooling.harness import ConnectServerProcess, OperatorProcess, request_delta
-from tests.conftest import Cluster
+from tests.conftest import REPO, Cluster
 from tests.integration.helpers import (
     ITEM_NAME,
     ITEM_PATH,
@@ -490,3 +490,34 @@ async def test_a_token_rotated_between_polls_is_used_by_the_next_sync(
         assert password(kube, ns_a, "second") == b"between-value"
     finally:
         server.stop()
+
+
+async def test_without_the_connection_crds_only_the_items_naming_one_are_refused(
+    api_client: client.ApiClient, kube: Kube, operator: OperatorProcess, ns_a: str
+) -> None:
+    """An older install (the chart's new CRDs not applied): opsync runs on; an item naming no
+    connection syncs as ever, one naming a connection says why it cannot. Last in this module: it
+    deletes the CRDs (and with them every connection), and installs them again at the end."""
+    extensions = client.ApiextensionsV1Api(api_client)
+    names = [f"{plural}.{conn.GROUP}" for plural in (conn.PLURAL, conn.CLUSTER_PLURAL)]
+    logged = len(operator.logs())
+
+    def gone() -> bool:
+        found = {crd.metadata.name for crd in extensions.list_custom_resource_definition().items}
+        return not found & set(names)
+
+    try:
+        for name in names:
+            extensions.delete_custom_resource_definition(name)
+        await eventually(gone)
+        item(api_client, ns_a, "plain", None)
+        item(api_client, ns_a, "named", {"name": "team"})
+        await eventually(lambda: secret_ready(kube, ns_a, "plain"))
+        assert password(kube, ns_a, "plain") == b"alpha-value"
+        condition = await eventually(lambda: refused(kube, ns_a, "named", "ConnectionNotFound"))
+        assert "CRDs are installed" in condition["message"]
+        assert kube.secret(ns_a, "named") is None
+        assert operator.running()
+        assert "Traceback" not in operator.logs()[logged:]
+    finally:
+        kube.install_crds([REPO / "crds" / "connections.yaml"])
