@@ -232,6 +232,10 @@ def operator_image() -> Image:
                 "--runtime",
                 _runc(),
                 "--layers",
+                # The host's network: buildah sets up no bridge, no iptables rules and no
+                # net.ipv4.ip_forward of its own (which would outlive the build).
+                "--network",
+                "host",
                 "--build-arg",
                 f"BASE={base.ref}",
                 "--volume",

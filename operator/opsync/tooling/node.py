@@ -788,30 +788,26 @@ plugin_dir = ""
 
     # -- stop --------------------------------------------------------------------------------------
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop the kubelet first (no pod restarts meanwhile), then tear everything down."""
-        kubelet = self._processes.get("kubelet")
-        if kubelet is not None and kubelet.poll() is None:
-            kubelet.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                kubelet.wait(timeout)
+    def stop(self, timeout: float = 120.0) -> None:
+        """Tear everything down: the watchdog kills every node process (no graceful stops: nothing
+        here is worth keeping), the control plane goes with it, then the host is restored."""
+        if self._watchdog is not None:
+            # Closing the pipe makes the watchdog tear down (it holds the lock until it is done).
+            if self._watchdog.stdin is not None:
+                self._watchdog.stdin.close()
+            self._watchdog.wait(timeout)
+            self._watchdog = None
+        elif self.dir is not None:
+            teardown(self.dir)
         if self.plane is not None:
             with contextlib.suppress(ControlPlaneError):
-                self.plane.stop()
+                self.plane.stop(timeout=2.0)
             self.plane = None
         for process in self._processes.values():
             if process.poll() is None:
                 process.kill()
             process.wait()
         self._processes.clear()
-        if self._watchdog is not None:
-            # Closing the pipe makes the watchdog tear down (it holds the lock until it is done).
-            if self._watchdog.stdin is not None:
-                self._watchdog.stdin.close()
-            self._watchdog.wait(120)
-            self._watchdog = None
-        elif self.dir is not None:
-            teardown(self.dir)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

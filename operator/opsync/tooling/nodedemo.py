@@ -22,16 +22,25 @@ from typing import Any
 
 from opsync.tooling import binaries, hostpkgs, images, node
 from opsync.tooling.controlplane import ControlPlane, ControlPlaneError
-from opsync.tooling.demo import NAMESPACE, Demo, DemoError, _interrupt, default_examples, format_pending
+from opsync.tooling.demo import (
+    NAMESPACE,
+    POLLING_INTERVAL,
+    UPDATE_FIELD,
+    UPDATE_ITEM_NAME,
+    Demo,
+    DemoError,
+    _interrupt,
+    default_examples,
+    format_pending,
+    instructions,
+)
 from opsync.tooling.harness import ConnectServerProcess, HarnessError, OperatorProcess
 
 RELEASE = "opsync"
 RELEASE_NAMESPACE = "opsync-system"
-POLLING_INTERVAL = 5
 PRINTER = "secret-printer"
-"""A Deployment whose pod prints the demo Secret it reads through an env var (opted in to restarts)."""
-PRINTED_SECRET = "db-credentials"  # noqa: S105 - a Secret's name
-PRINTED_KEY = "password"
+"""A Deployment whose pod prints a key of the demo Secret it reads through an env var (opted in to
+restarts): the item and field the demo's update instructions change (a host name, not a secret)."""
 
 
 @dataclass(kw_only=True)
@@ -143,12 +152,12 @@ class NodeDemo(Demo):
                                 "name": "printer",
                                 "image": self.image.ref if self.image else "",
                                 "imagePullPolicy": "Never",
-                                "command": ["sh", "-c", 'echo "password is $P"; exec sleep infinity'],
+                                "command": ["sh", "-c", f'echo "{UPDATE_FIELD}=$V"; exec sleep infinity'],
                                 "env": [
                                     {
-                                        "name": "P",
+                                        "name": "V",
                                         "valueFrom": {
-                                            "secretKeyRef": {"name": PRINTED_SECRET, "key": PRINTED_KEY}
+                                            "secretKeyRef": {"name": UPDATE_ITEM_NAME, "key": UPDATE_FIELD}
                                         },
                                     }
                                 ],
@@ -162,12 +171,8 @@ class NodeDemo(Demo):
         self.kubectl(
             "rollout", "status", f"deployment/{PRINTER}", "-n", NAMESPACE, "--timeout=120s", timeout=150
         )
-        printed = (
-            self.kubectl("logs", f"deployment/{PRINTER}", "-n", NAMESPACE)
-            .strip()
-            .removeprefix("password is ")
-        )
-        return f"deployment/{PRINTER} in {NAMESPACE}: its pod read a {len(printed)}-character password from its env"
+        printed = self.kubectl("logs", f"deployment/{PRINTER}", "-n", NAMESPACE).strip()
+        return f"deployment/{PRINTER} in {NAMESPACE}, its pod printed from its env: {printed}"
 
     def stop(self) -> None:
         self.children.close()
@@ -209,15 +214,23 @@ def run(args: argparse.Namespace, demo_factory: type[NodeDemo] = NodeDemo) -> in
         timed("printer", demo.deploy_printer())
         demo.say(f"\nSecrets in namespace {NAMESPACE}:\n{demo.secrets_table()}\n")
         assert demo.cluster is not None and demo.connect is not None
+        assert demo.token_file is not None
+        operator_log = f"kubectl logs -n {RELEASE_NAMESPACE} deployment/{RELEASE}"
         demo.say(
-            "\nTry it (another shell):\n"
-            f"  export KUBECONFIG={demo.cluster.kubeconfig}\n"
+            "\n"
+            + instructions(
+                kubeconfig=demo.cluster.kubeconfig,
+                connect_url=demo.connect.url,
+                token_file=demo.token_file,
+                kubectl=demo.kubectl_path,
+                run_dir=demo.run_dir,
+                stays_up=True,
+            ).replace(str(demo.run_dir / "operator.log"), operator_log)
+            + f"With pods: after that change deployment/{PRINTER} rolls out (a new ReplicaSet) and its new "
+            f"pod prints the new {UPDATE_FIELD}:\n"
+            f"  kubectl get rs,pods -n {NAMESPACE} -l app={PRINTER}\n"
+            f"  kubectl logs -n {NAMESPACE} deployment/{PRINTER}\n"
             "  kubectl get nodes,pods -A\n"
-            f"  kubectl logs -n {RELEASE_NAMESPACE} deployment/{RELEASE} -f\n"
-            f"  change the item {PRINTED_SECRET} in {demo.run_dir / 'connect-data.yaml'} (or through the "
-            f"Connect API at {demo.connect.url}); within {POLLING_INTERVAL} s the Secret changes and "
-            f"deployment/{PRINTER} rolls out: kubectl logs -n {NAMESPACE} deployment/{PRINTER}\n"
-            "Ctrl-C stops everything (pods, node, control plane, Connect server).\n"
         )
         if not args.exit_when_ready:
             while True:
