@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -112,11 +113,11 @@ class NodeDemo(Demo):
                 "180s",
             ],
             env={
+                **os.environ,
                 "KUBECONFIG": str(self.cluster.kubeconfig),
                 "HELM_CACHE_HOME": str(self.run_dir / "helm"),
                 "HELM_CONFIG_HOME": str(self.run_dir / "helm"),
                 "HELM_DATA_HOME": str(self.run_dir / "helm"),
-                "PATH": "/usr/bin:/bin",
             },
             capture_output=True,
             text=True,
