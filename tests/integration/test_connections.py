@@ -492,6 +492,31 @@ async def test_a_token_rotated_between_polls_is_used_by_the_next_sync(
         server.stop()
 
 
+async def test_a_connection_moved_to_another_server_is_reopened(
+    api_client: client.ApiClient, kube: Kube, ns_a: str, tmp_path: Path
+) -> None:
+    old = start_connect(tmp_path / "old", data=data("old-value"), vaults=[VAULT])
+    new = start_connect(tmp_path / "new", data=data("new-value"), vaults=[VAULT])
+    try:
+        connection(api_client, ns_a, "moving", old)
+        item(api_client, ns_a, "moved", {"name": "moving"})
+        await eventually(lambda: password(kube, ns_a, "moved") == b"old-value")
+        token_secret(api_client, ns_a, new.token)
+        client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+            conn.GROUP, conn.VERSION, ns_a, conn.PLURAL, "moving", {"spec": {"host": new.url}}
+        )
+        await eventually(lambda: password(kube, ns_a, "moved") == b"new-value", within=6 * INTERVAL + 10)
+        await eventually(
+            lambda: (
+                (ready_of(connection_status(api_client, ns_a, "moving")) or {}).get("reason") == "Connected"
+            )
+        )
+        assert secret_ready(kube, ns_a, "moved")
+    finally:
+        old.stop()
+        new.stop()
+
+
 async def test_without_the_connection_crds_only_the_items_naming_one_are_refused(
     api_client: client.ApiClient, kube: Kube, operator: OperatorProcess, ns_a: str
 ) -> None:

@@ -61,6 +61,11 @@ PollerFactory = Callable[["Link"], Poller]
 OutageReporter = Callable[[Outage | None, Sequence[Tracked]], Awaitable[None]]
 
 
+class Reopening(Exception):
+    """A connection's host or TLS settings changed: its poll stops here, its client is closed, and
+    its items are routed afresh (a new client) at the next round; no outage is reported."""
+
+
 FIRST_POLL_AFTER = 3.0
 """Seconds from opening a connection to its first poll (then every interval)."""
 
@@ -444,7 +449,7 @@ class Connections:
         if endpoint != link.endpoint:
             logger.info("%s changed its host or TLS settings: its items are routed afresh", ref)
             self._release(link, "its host or TLS settings changed", reroute=True)
-            raise ConnectionUnusable(f"{ref} changed; reconnecting", reason=Reason.ConnectionNotFound)
+            raise Reopening(str(ref))
         if token.get_secret_value() != link.token.get_secret_value():
             try:
                 link.client.set_token(token)
@@ -492,6 +497,8 @@ class Connections:
             try:
                 await poller.poll_once()
                 ok = True
+            except Reopening:
+                return  # released: its items are opened afresh at the next round
             except (ConnectError, ConnectionUnusable) as exc:
                 logger.warning("poll of %s failed: %s; next poll in about %ss", link.ref, exc, link.interval)
             except KubeError as exc:
