@@ -695,3 +695,27 @@ def test_every_default_value_is_in_the_schema() -> None:
                 walk(value, child, f"{path}.{key}")
 
     walk(defaults, schema, "values")
+
+
+def test_the_default_connection_switch() -> None:
+    """On by default (no flag: the drop-in); operator.defaultConnection=false passes the flag the
+    operator reads (``opsync run --default-connection=false``)."""
+    assert not [a for a in container(render())["args"] if a.startswith("--default-connection")]
+    args = container(render({"operator": {"defaultConnection": False}}))["args"]
+    assert "--default-connection=false" in args
+    import argparse
+
+    from opsync.run import register  # the flag exists, and takes the value the chart gives
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    parsed = parser.parse_args(["run", "--default-connection=false"])
+    assert parsed.default_connection == "false"
+
+
+def test_the_chart_ships_both_connection_crds() -> None:
+    kinds = {
+        doc["spec"]["names"]["kind"]: doc["spec"]["scope"]
+        for doc in yaml.safe_load_all((CHART / "crds" / "connections.yaml").read_text())
+    }
+    assert kinds == {"OnePasswordConnection": "Namespaced", "ClusterOnePasswordConnection": "Cluster"}
