@@ -6,12 +6,14 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from opsync.connect.client import ConnectClient
 from opsync.connect.config import ConnectConfig
-from opsync.core.errors import ConnectUnavailable
+from opsync.core.errors import ConfigError, ConnectUnavailable
 from opsync.tooling.controlplane import write_pki
 
 
@@ -61,3 +63,35 @@ async def test_custom_ca_bundle_is_trusted(tls_url: str, pki: tuple[Path, Path, 
 async def test_verification_can_be_turned_off(tls_url: str) -> None:
     async with ConnectClient(ConnectConfig(host=tls_url, token="t", tls_verify=False)) as client:
         await client.heartbeat()
+
+
+async def test_custom_ca_as_pem_text_is_trusted(tls_url: str, pki: tuple[Path, Path, Path]) -> None:
+    """A OnePasswordConnection's caSecretRef gives the CA certificates as text, not as a file."""
+    config = ConnectConfig(host=tls_url, token="t", ca_pem=pki[0].read_text())
+    async with ConnectClient(config) as client:
+        await client.heartbeat()
+    assert "ca_pem" not in config.model_dump()  # never dumped with the settings
+
+
+def test_ca_pem_that_is_not_pem_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not valid PEM"):
+        ConnectConfig(host="https://connect.example", token="t", ca_pem="not a certificate")
+
+
+async def test_a_rotated_token_is_sent_from_the_next_request() -> None:
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return httpx.Response(200, json=[])
+
+    config = ConnectConfig(host="http://connect.example", token="first", max_retries=0)
+    async with ConnectClient(config, transport=httpx.MockTransport(answer)) as client:
+        await client.list_vaults()
+        client.set_token(SecretStr("second"))
+        await client.list_vaults()
+        with pytest.raises(ConfigError, match="whitespace"):
+            client.set_token(SecretStr("not a token"))
+        await client.list_vaults()
+        assert "second" not in repr(client) and "second" not in repr(client.config)
+    assert seen == ["Bearer first", "Bearer second", "Bearer second"]
