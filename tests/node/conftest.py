@@ -21,7 +21,7 @@ from kubernetes import client, config
 from bench.kube import Kube
 from opsync.tooling import binaries, hostpkgs, images
 from opsync.tooling.harness import ConnectServerProcess
-from opsync.tooling.node import NODE_IP, NodeCluster
+from opsync.tooling.node import NODE_IP, NodeCluster, leftovers
 from tests.integration.helpers import CHILDREN, DATA, OTHER_VAULT, VAULT
 from tests.node.support import MEASURED, Chart, NodeEnv
 
@@ -62,7 +62,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeEnv]:
     started = time.monotonic()
     image = images.operator_image()
     image_seconds = time.monotonic() - started
-    with NodeCluster(images=[image.archive]) as cluster:
+    cluster = NodeCluster(images=[image.archive])
+    with cluster:
+        state, cgroup = cluster.dir, cluster.cgroup
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         kube = Kube(api)  # the chart installs the CRDs
         directory = tmp_path_factory.mktemp("node-connect")
@@ -87,6 +89,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeEnv]:
         finally:
             connect.stop()
             api.close()
+    # Nothing of the node is left: no folder, no cgroup, no bridge, no iptables chain, no mount.
+    assert state is not None and not state.exists()
+    assert not leftovers(state, cgroup), leftovers(state, cgroup)
 
 
 @pytest.fixture(scope="session")

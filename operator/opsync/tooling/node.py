@@ -148,9 +148,11 @@ def _cgroup_hierarchies() -> list[Path]:
 
 
 def _cgroup_dirs(cgroup: str) -> list[Path]:
-    """Every folder of ``cgroup`` in every hierarchy, deepest first."""
+    """Every folder of ``cgroup`` in every hierarchy, the v2 one of a hybrid layout too (runc makes
+    its containers' cgroups there as well), deepest first."""
     dirs: list[Path] = []
-    for hierarchy in _cgroup_hierarchies():
+    unified = [CGROUP_ROOT / "unified"] if (CGROUP_ROOT / "unified" / "cgroup.procs").exists() else []
+    for hierarchy in [*_cgroup_hierarchies(), *unified]:
         top = hierarchy / cgroup
         if top.is_dir():
             dirs += [Path(root) for root, _, _ in os.walk(top)]
@@ -301,6 +303,20 @@ def teardown(state: Path) -> list[str]:
     return problems
 
 
+def leftovers(state: Path, cgroup: str) -> list[str]:
+    """What a torn-down node left on the host (nothing, when the tear-down worked)."""
+    found = [str(path) for path in _cgroup_dirs(cgroup)]
+    found += _mounts_under([str(state)])
+    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False).returncode == 0:
+        found.append(f"interface {BRIDGE}")
+    for save, _ in IPTABLES:
+        if shutil.which(save) and own_iptables_rules(
+            subprocess.run([save], capture_output=True, text=True, check=False).stdout
+        ):
+            found.append(f"{save}: KUBE-/CNI- chains")
+    return found
+
+
 def _listdir(path: Path) -> list[str]:
     try:
         return sorted(os.listdir(path))
@@ -397,6 +413,11 @@ class NodeCluster:
         if self.plane is None:
             raise NodeError("the node is not started")
         return self.plane
+
+    @property
+    def cgroup(self) -> str:
+        """The cgroup (in every hierarchy) every node process runs under."""
+        return self._cgroup
 
     @property
     def containerd_socket(self) -> Path:
