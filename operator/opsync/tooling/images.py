@@ -249,4 +249,17 @@ def operator_image() -> Image:
         old = sorted(cache_dir().glob("opsync-dev-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
         for stale in old[KEEP_OPERATOR_ARCHIVES:]:
             stale.unlink(missing_ok=True)
+        _prune_buildah(keep=ref)
     return Image(ref=ref, archive=archive)
+
+
+def _prune_buildah(*, keep: str) -> None:
+    """Remove the earlier operator images and the untagged build steps from buildah's storage
+    (each source change would otherwise add about 200 MB there); the base image stays."""
+    listed = subprocess.run(
+        ["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    stale = [ref for ref in listed if ref.startswith(f"{OPERATOR_REPOSITORY}:dev-") and ref != keep]
+    if stale:
+        subprocess.run(["buildah", "rmi", *stale], capture_output=True, check=False)
+    subprocess.run(["buildah", "rmi", "--prune"], capture_output=True, check=False)  # untagged build steps
