@@ -12,7 +12,9 @@ although the operator recovered by itself. Here:
   with every request's result, and by :class:`OutageFilter` with kopf's failed attempts);
 * :class:`OutageFilter`, on the process's log handler, turns the records of an expected
   network failure (a connection refused, reset or timed out, by any of those libraries)
-  into DEBUG records without a traceback. Errors that are not network failures (a 403, a
+  into DEBUG records without a traceback. A 503 answer (an API server that is up but not
+  ready yet, as while it starts) keeps its level but not its traceback: the line names the
+  error, and kopf, which logs it, retries. Errors that are not network failures (a 403, a
   422, a bug) keep their level and traceback.
 
 Nothing here exists at import time: :func:`opsync.run.configure_logging` creates both and
@@ -86,6 +88,12 @@ def is_network_failure(exc: BaseException) -> bool:
     return False
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a 503 answer of the API server (kopf's and the
+    kubernetes client's errors carry the HTTP status as ``status``)."""
+    return any(getattr(error, "status", None) == 503 for error in _chain(exc))
+
+
 class Reachability:
     """Whether the Kubernetes API server answers; logs each change once.
 
@@ -144,6 +152,8 @@ class OutageFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno <= logging.DEBUG or not self._expected(record):
+            if record.exc_info and record.exc_info[1] is not None and is_unavailable(record.exc_info[1]):
+                record.exc_info, record.exc_text = None, None
             return True
         record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
         record.exc_info, record.exc_text, record.stack_info = None, None, None

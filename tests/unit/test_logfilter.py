@@ -204,3 +204,20 @@ def test_configure_logging_installs_the_filter() -> None:
         for name, level in saved[2].items():
             logging.getLogger(name).setLevel(level)
         logging.captureWarnings(False)
+
+
+def test_a_503_answer_keeps_its_level_without_a_traceback() -> None:
+    """kopf's throttling line after an API server restart: the server answered 503 while it started."""
+
+    class APIServerError(Exception):  # kopf's, as far as the filter looks: an HTTP status
+        status = 503
+
+    outages = OutageFilter(logging.INFO, Reachability())
+    unavailable = caught(APIServerError("the server is currently unable to handle the request"))
+    throttling = "Throttling for %s seconds due to an unexpected error: %r"
+    entry = record("kopf.objects", logging.ERROR, throttling, 1, unavailable, exc=unavailable)
+    assert outages.filter(entry)
+    assert entry.levelno == logging.ERROR and entry.exc_info is None
+    failed = caught(client.ApiException(status=503, reason="Service Unavailable"))
+    entry = record("opsync.handlers.syncing", logging.ERROR, "failed", exc=failed)
+    assert outages.filter(entry) and entry.exc_info is None
