@@ -580,6 +580,35 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+DEMO_ERRORS: tuple[type[BaseException], ...] = (
+    DemoError,
+    HarnessError,
+    ControlPlaneError,
+    binaries.BinariesError,
+    subprocess.TimeoutExpired,
+)
+"""What stops a demo with one message (exit code 2) rather than a traceback."""
+
+
+def stay_up(demo: Demo) -> None:
+    """Until Ctrl-C (KeyboardInterrupt); a child that exits raises."""
+    while True:
+        demo.check_children()
+        time.sleep(1.0)
+
+
+def stop_cleanly(stop: Callable[[], None], previous: Mapping[signal.Signals, Any]) -> None:
+    """``stop()`` with SIGINT and SIGTERM ignored (a second Ctrl-C must not cut the clean-up
+    short), then the handlers of ``previous`` (signal → handler) back."""
+    for sig in previous:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def _timed(demo: Demo, label: str, action: Callable[[], str], started: float) -> None:
     demo.say(f"  {label:<16} ")
     detail = action()
@@ -657,29 +686,15 @@ def _demo(args: argparse.Namespace) -> int:
             )
         )
         if not args.exit_when_ready:
-            while True:
-                demo.check_children()
-                time.sleep(1.0)
+            stay_up(demo)
     except KeyboardInterrupt:
         demo.say("\nstopping ...\n")
         if args.exit_when_ready:
             status = 130
-    except (
-        DemoError,
-        HarnessError,
-        ControlPlaneError,
-        binaries.BinariesError,
-        subprocess.TimeoutExpired,
-    ) as exc:
+    except DEMO_ERRORS as exc:
         sys.stderr.write(f"error: {exc}\n")
         status = 2
     finally:
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        try:
-            demo.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        stop_cleanly(demo.stop, previous)
     demo.say(f"stopped: operator, Connect server and control plane  [{time.monotonic() - started:.1f} s]\n")
     return status

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsync.tooling import binaries, hostpkgs, images, node
-from opsync.tooling.controlplane import ControlPlane, ControlPlaneError
+from opsync.tooling.controlplane import ControlPlane
 from opsync.tooling.demo import (
+    DEMO_ERRORS,
     NAMESPACE,
     POLLING_INTERVAL,
     UPDATE_FIELD,
@@ -34,8 +35,18 @@ from opsync.tooling.demo import (
     default_examples,
     format_pending,
     instructions,
+    stay_up,
+    stop_cleanly,
 )
-from opsync.tooling.harness import ConnectServerProcess, HarnessError, OperatorProcess
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
+
+NODE_DEMO_ERRORS: tuple[type[BaseException], ...] = (
+    *DEMO_ERRORS,
+    hostpkgs.HostPackagesError,
+    images.ImageError,
+    node.NodeError,
+)
+"""What stops ``demo --node`` with one message: the demo's errors and the node's."""
 
 RELEASE = "opsync"
 RELEASE_NAMESPACE = "opsync-system"
@@ -234,32 +245,15 @@ def run(args: argparse.Namespace, demo_factory: type[NodeDemo] = NodeDemo) -> in
             "  kubectl get nodes,pods -A\n"
         )
         if not args.exit_when_ready:
-            while True:
-                demo.check_children()
-                time.sleep(1.0)
+            stay_up(demo)
     except KeyboardInterrupt:
         demo.say("\nstopping ...\n")
         if args.exit_when_ready:
             status = 130
-    except (
-        DemoError,
-        HarnessError,
-        ControlPlaneError,
-        binaries.BinariesError,
-        hostpkgs.HostPackagesError,
-        images.ImageError,
-        node.NodeError,
-        subprocess.TimeoutExpired,
-    ) as exc:
+    except NODE_DEMO_ERRORS as exc:
         sys.stderr.write(f"error: {exc}\n")
         status = 2
     finally:
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        try:
-            demo.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        stop_cleanly(demo.stop, previous)
     demo.say(f"stopped: pods, node, control plane and Connect server  [{time.monotonic() - started:.1f} s]\n")
     return status
