@@ -181,7 +181,7 @@ def _go_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
+def build_lock(root: Path) -> Iterator[None]:
     """One build at a time per cache, so parallel test runs do not compile twice."""
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".build.lock").open("w") as handle:
@@ -202,7 +202,7 @@ def build(name: str) -> Path:
     version = module_version(tool, hack)
     target_dir = cache_dir(tool, hack=hack)
     target = target_dir / name
-    with _build_lock(cache_root()):
+    with build_lock(cache_root()):
         if _is_executable(target):
             return target
         major, minor = [*version.lstrip("v").split("."), "0"][:2]

@@ -17,14 +17,13 @@ reads, so a change of the source rebuilds it and nothing else does).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,16 +110,9 @@ def _run(step: str, argv: list[str], **kwargs: object) -> str:
     return stdout
 
 
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".build.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _lock() -> contextlib.AbstractContextManager[None]:
+    """One image build at a time per cache (the binaries' lock, on the images' folder)."""
+    return binaries.build_lock(cache_dir())
 
 
 def _buildah_has(ref: str) -> bool:
