@@ -102,17 +102,12 @@ def build_runtime(
     def make_poller(link: Link) -> Poller:
         connections = built[0].connections
 
-        async def link_sync(
-            target: Target, body: Mapping[str, Any] | None, fetched: Sequence[Fetched] | None
-        ) -> Outcome | Failure:
-            return await sync_and_report(built[0], target, body=body, fetched=fetched, raise_retryable=False)
-
         async def link_outage(outage: Outage | None) -> None:
             await connections.on_outage(link, outage)
 
         return Poller(
             reconciler,
-            link_sync,
+            poll_sync,  # the same sync path: the target's connection routes it
             interval=link.interval,
             full_resync_every=settings.full_resync_every,
             after_poll=after_poll,
