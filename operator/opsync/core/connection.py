@@ -316,16 +316,7 @@ def _definition(kind: str, plural: str, scope: str, model: type[BaseModel], shor
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
                         {"name": "Host", "type": "string", "jsonPath": ".spec.host"},
-                        {
-                            "name": "Ready",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-                        },
-                        {
-                            "name": "Reason",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-                        },
+                        *crd.READY_COLUMNS,
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

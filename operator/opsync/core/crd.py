@@ -33,6 +33,13 @@ ITEM_PATH_HELP = (
 )
 
 
+READY_COLUMNS: tuple[dict[str, str], ...] = (
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+)
+"""``kubectl get`` columns of every opsync kind: its Ready condition's status and reason."""
+
+
 class _Model(BaseModel):
     # Spec content is user input, never secret, but keep errors terse all the same.
     model_config = ConfigDict(hide_input_in_errors=True, populate_by_name=True)
@@ -474,16 +481,7 @@ def definition() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        {
-                            "name": "Ready",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-                        },
-                        {
-                            "name": "Reason",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-                        },
+                        *READY_COLUMNS,
                         {"name": "Item Version", "type": "integer", "jsonPath": ".status.itemVersion"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
