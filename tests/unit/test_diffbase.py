@@ -48,3 +48,46 @@ def test_progress_of_a_handler_that_succeeded_first_time_writes_nothing() -> Non
     storage.store(key=kopf.HandlerId("sync_item"), record={"success": True}, body=handled, patch=patch)
     storage.purge(key=kopf.HandlerId("sync_item"), body=handled, patch=patch)
     assert not patch  # no record, and no kopf-managed marker either
+
+
+def test_the_essence_is_kopfs_own_without_copying_what_it_drops() -> None:
+    """The build skips copying the status and system metadata; the essence stays kopf's."""
+
+    class Stock(kopf.DiffBaseStorage):
+        def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+            return None
+
+        def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+            return None
+
+    full = kopf.Body(
+        {
+            "apiVersion": "onepassword.com/v1",
+            "kind": "OnePasswordItem",
+            "metadata": {
+                "name": "db",
+                "namespace": "ns",
+                "uid": "u1",
+                "resourceVersion": "7",
+                "finalizers": ["onepassword.com/finalizer.secret"],
+                "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+                "labels": {"app": "db"},
+                "annotations": {
+                    "team": "a",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                },
+            },
+            "spec": {"itemPath": "vaults/v/items/i", "template": {"data": {"k": "v"}}},
+            "type": "Opaque",
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
+    ours = MemoryDiffBaseStorage().build(body=full)
+    assert ours == Stock().build(body=full)
+    assert ours == {
+        "metadata": {"labels": {"app": "db"}, "annotations": {"team": "a"}},
+        "spec": {"itemPath": "vaults/v/items/i", "template": {"data": {"k": "v"}}},
+        "type": "Opaque",
+    }
+    ours["spec"]["template"]["data"]["k"] = "changed"  # a copy: the body is untouched
+    assert full["spec"]["template"]["data"]["k"] == "v"

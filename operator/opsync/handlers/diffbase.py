@@ -39,7 +39,7 @@ class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
     ) -> kopf.BodyEssence:
-        essence = super().build(body=body, extra_fields=extra_fields)
+        essence = super().build(body=_slim(body) if not extra_fields else body, extra_fields=extra_fields)
         annotations = essence.get("metadata", {}).get("annotations")
         if annotations:  # opsync's own annotations (force-sync, kopf's progress) are not the spec
             kept = {k: v for k, v in annotations.items() if not k.startswith(f"{PROGRESS_PREFIX}/")}
@@ -58,6 +58,17 @@ class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
     def forget(self, uid: str) -> None:
         """The object is gone: drop what was kept of it."""
         self._essences.pop(uid, None)
+
+
+def _slim(body: kopf.Body) -> kopf.Body:
+    """``body`` without what no essence keeps (the status and all metadata but the labels and
+    annotations), for kopf's build to deep-copy: at every watch event, copying the managed
+    fields and the status too cost more than the rest of the build (4.6% of the operator's CPU
+    at a 1,000-item cold start, profiled with py-spy)."""
+    metadata = body.get("metadata") or {}
+    slim: dict[str, object] = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+    slim["metadata"] = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
+    return kopf.Body(slim)
 
 
 class ProgressStorage(kopf.AnnotationsProgressStorage):
