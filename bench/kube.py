@@ -11,6 +11,7 @@ which the benchmark must not import; the tests import it from here.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -141,15 +142,31 @@ class Kube:
         return None if condition is None else dict(condition)
 
     def readiness(self, namespace: str) -> tuple[int, dict[str, int]]:
-        """How many OnePasswordItems are Ready=True, and the others counted by condition reason."""
+        """How many OnePasswordItems are Ready=True, and the others counted by condition reason.
+
+        Read as a Table of the CRD's printer columns without the objects (``includeObject=None``):
+        a tenth of a full listing's bytes, so that it can be asked often without taking the CPU
+        the operator being measured needs."""
+        path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}"
+        request = self.api.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=[("includeObject", "None")],
+            header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request)
+        table = json.loads(response.read())  # type: ignore[no-untyped-call]
+        names = [column["name"] for column in table.get("columnDefinitions") or []]
+        ready_at, reason_at = names.index("Ready"), names.index("Reason")
         ready = 0
         waiting: dict[str, int] = {}
-        for obj in self.items(namespace):
-            condition = ready_condition(obj)
-            if condition is not None and condition.get("status") == "True":
+        for row in table.get("rows") or []:
+            cells = row["cells"]
+            if cells[ready_at] == "True":
                 ready += 1
             else:
-                reason = "no condition" if condition is None else str(condition.get("reason") or "-")
+                reason = "no condition" if cells[ready_at] is None else str(cells[reason_at] or "-")
                 waiting[reason] = waiting.get(reason, 0) + 1
         return ready, waiting
 
