@@ -1,12 +1,18 @@
 """The async 1Password Connect client: every endpoint, typed results, typed errors, bounded retries.
 
-Why this module exists: it is the only place in opsync that speaks HTTP (the
-only importer of ``httpx``), so transport concerns live here and nowhere else:
+Why this module exists: with its transport (:mod:`~opsync.connect.transport`)
+it is the only place in opsync's runtime that speaks HTTP to Connect (the only
+importers of ``httpx``), so transport concerns live here and nowhere else:
 
 * **One connection pool per process.** :class:`ConnectClient` owns one
-  ``httpx.AsyncClient`` with explicit timeouts and pool limits; TLS is verified
-  against the system CAs or ``OPSYNC_CONNECT_CA_BUNDLE``. Use it as an async
-  context manager, or call :meth:`ConnectClient.aclose`.
+  ``httpx.AsyncClient`` with explicit timeouts. The pool under it is aiohttp's
+  (:class:`~opsync.connect.transport.AiohttpTransport`, at most
+  ``max_connections`` connections), not httpx's own (httpcore), which cost
+  about five times the CPU per request; httpx remains the API. Proxies from
+  ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` (minus ``NO_PROXY``) go through
+  httpx's proxy transports as before. TLS is verified against the system CAs
+  or ``OPSYNC_CONNECT_CA_BUNDLE``. Use it as an async context manager, or call
+  :meth:`ConnectClient.aclose`.
 * **One error per outcome.** Every non-2xx status becomes an error of
   :mod:`opsync.core.errors` (400 ``BadRequest``, 401 ``Unauthorized``, 403
   ``Forbidden``, 404 ``NotFound``, 413 ``PayloadTooLarge``, 429
@@ -30,12 +36,12 @@ only importer of ``httpx``), so transport concerns live here and nowhere else:
   ``asyncio.Semaphore``; backoff sleeps do not hold it).
 
 Logging choice: httpx logs every request line at INFO with the full URL, which
-carries vault and item ids and filter strings with item titles, and httpcore's
-DEBUG output carries response headers. When the application has not configured
-them (level ``NOTSET``), the client raises the ``httpx`` and ``httpcore``
-loggers to WARNING on construction. The client logs each exchange itself at
-DEBUG (method, route template, ids, status, attempt) and each retry at INFO;
-bodies and values are never logged.
+carries vault and item ids and filter strings with item titles; httpcore (now
+only under a proxy) logs response headers at DEBUG; aiohttp's client logs
+nothing per request. The client leaves logger levels alone: ``opsync run``
+sets ``httpx`` and ``httpcore`` to WARNING unless at debug. The client logs
+each exchange itself at DEBUG (method, route template, ids, status, attempt)
+and each retry at INFO; bodies and values are never logged.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
+from httpx._utils import get_environment_proxies  # private, but httpx's own reading of the proxy variables
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter, ValidationError
 
 from opsync import __version__
@@ -71,6 +78,7 @@ from opsync.connect.models import (
     ServerHealth,
     Vault,
 )
+from opsync.connect.transport import AiohttpTransport
 from opsync.core.errors import (
     BadRequest,
     ConnectError,
@@ -168,7 +176,8 @@ class ConnectClient:
     """An async client for the Connect REST API (``/v1`` plus ``/heartbeat``, ``/health``, ``/metrics``).
 
     Create one per process and share it; it is safe for concurrent use from one
-    event loop. ``transport`` replaces the network layer (tests only).
+    event loop. ``transport`` replaces the network layer, proxies included
+    (tests only).
 
     ``observer``, when given, is called once per HTTP attempt (retries
     included) with ``(method, path template, status, seconds)``: the template
@@ -189,6 +198,19 @@ class ConnectClient:
     ) -> None:
         self._config = config
         self._observer = observer
+        mounts: dict[str, httpx.AsyncBaseTransport | None] | None = None
+        if transport is None:
+            verify = _tls_verify(config)
+            limits = httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            )
+            transport = AiohttpTransport(
+                verify=verify,
+                max_connections=config.max_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+            )
+            mounts = _environment_proxies(verify, limits)
         self._http = httpx.AsyncClient(
             base_url=config.host,
             headers={
@@ -197,13 +219,9 @@ class ConnectClient:
                 "Accept": "application/json",
             },
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
-            verify=_tls_verify(config),
             follow_redirects=False,
             transport=transport,
+            mounts=mounts,
         )
         self._in_flight = asyncio.Semaphore(config.max_concurrency)
         self._random = random.Random()  # jitter only; not security-relevant
@@ -516,7 +534,7 @@ class ConnectClient:
 
 
 def _tls_verify(config: ConnectConfig) -> ssl.SSLContext | bool:
-    """What httpx's ``verify`` gets: an SSL context (system or custom CAs), or False."""
+    """The TLS setting of the transports: an SSL context (system or custom CAs), or False."""
     if not config.tls_verify:
         return False
     if config.ca_bundle is not None:
@@ -524,6 +542,23 @@ def _tls_verify(config: ConnectConfig) -> ssl.SSLContext | bool:
     if config.ca_pem is not None:
         return ssl.create_default_context(cadata=config.ca_pem)
     return ssl.create_default_context()
+
+
+def _environment_proxies(
+    verify: ssl.SSLContext | bool, limits: httpx.Limits
+) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """The proxy transports httpx mounts from ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY``.
+
+    httpx mounts them itself only when it makes its own transport; given one, it
+    ignores the environment. These are the same mounts, built the way httpx
+    builds them (its own parser of the variables; an httpcore transport per
+    proxy, with the client's TLS setting and limits; ``None`` for a ``NO_PROXY``
+    pattern, which means the default transport), so proxies work as they did.
+    """
+    return {
+        pattern: None if url is None else httpx.AsyncHTTPTransport(verify=verify, limits=limits, proxy=url)
+        for pattern, url in get_environment_proxies().items()
+    }
 
 
 def _describe_ids(ids: Mapping[str, str] | None) -> str:
