@@ -5,7 +5,8 @@ the settings (:mod:`~opsync.connect.config`), the typed models of Connect's
 JSON, with secret values wrapped from parse time on (:mod:`~opsync.connect.models`,
 pydantic only: the pure core uses them without loading an HTTP client), and the
 async client (:mod:`~opsync.connect.client`) with its error mapping and retry
-policy, the only module of opsync that imports ``httpx``. Errors raised here
+policy, which with its transport (:mod:`~opsync.connect.transport`) are the
+only modules of opsync's runtime that import ``httpx``. Errors raised here
 are those of :mod:`opsync.core.errors`.
 
 This ``__init__`` imports nothing, so that importing the models never loads
