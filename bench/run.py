@@ -68,8 +68,8 @@ CREATE_THREADS = 8
 
 
 def ready_every(n: int) -> float:
-    """How often the cold start's readiness is read: every 0.1 s up to 100 items, 0.5 s from
-    1,000 on (a Table read of N rows; a tenth of the cold start at most either way)."""
+    """How often the cold start's readiness is read: every 0.1 s up to 200 items, N/2000 s up to
+    1,000, then every 0.5 s (each read is a Table of N rows: more rows, fewer reads)."""
     return min(0.5, max(0.1, n / 2000))
 
 
