@@ -609,6 +609,37 @@ def stop_cleanly(stop: Callable[[], None], previous: Mapping[signal.Signals, Any
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
+def run_until_stopped(
+    demo: Demo,
+    steps: Callable[[], int],
+    *,
+    stays_up: bool,
+    errors: tuple[type[BaseException], ...],
+    stopped: str,
+    started: float,
+) -> int:
+    """The frame of every demo: ``steps()`` (its exit status), then, if ``stays_up``, until
+    Ctrl-C or SIGTERM; one message (exit 2) for ``errors``; always a clean stop, and one line
+    naming what ``stopped``."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        status = steps()
+        if stays_up:
+            stay_up(demo)
+    except KeyboardInterrupt:
+        demo.say("\nstopping ...\n")
+        if not stays_up:
+            status = 130
+    except errors as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        status = 2
+    finally:
+        stop_cleanly(demo.stop, previous)
+    demo.say(f"stopped: {stopped}  [{time.monotonic() - started:.1f} s]\n")
+    return status
+
+
 def _timed(demo: Demo, label: str, action: Callable[[], str], started: float) -> None:
     demo.say(f"  {label:<16} ")
     detail = action()
@@ -629,9 +660,9 @@ def _demo(args: argparse.Namespace) -> int:
         ready_timeout=args.ready_timeout,
         teams=("team-a", "team-b") if args.teams else (),
     )
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    status = 0
-    try:
+
+    def steps() -> int:
+        status = 0
         demo.say("opsync demo: local control plane + local 1Password Connect server + opsync\n")
         demo.prepare()
         demo.start_connect_server()
@@ -685,16 +716,13 @@ def _demo(args: argparse.Namespace) -> int:
                 stays_up=not args.exit_when_ready,
             )
         )
-        if not args.exit_when_ready:
-            stay_up(demo)
-    except KeyboardInterrupt:
-        demo.say("\nstopping ...\n")
-        if args.exit_when_ready:
-            status = 130
-    except DEMO_ERRORS as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        status = 2
-    finally:
-        stop_cleanly(demo.stop, previous)
-    demo.say(f"stopped: operator, Connect server and control plane  [{time.monotonic() - started:.1f} s]\n")
-    return status
+        return status
+
+    return run_until_stopped(
+        demo,
+        steps,
+        stays_up=not args.exit_when_ready,
+        errors=DEMO_ERRORS,
+        stopped="operator, Connect server and control plane",
+        started=started,
+    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,12 +30,10 @@ from opsync.tooling.demo import (
     UPDATE_ITEM_NAME,
     Demo,
     DemoError,
-    _interrupt,
     default_examples,
     format_pending,
     instructions,
-    stay_up,
-    stop_cleanly,
+    run_until_stopped,
 )
 from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
 
@@ -195,7 +192,7 @@ class NodeDemo(Demo):
 
 
 def run(args: argparse.Namespace, demo_factory: type[NodeDemo] = NodeDemo) -> int:
-    """``opsync demo --node``; the caller has set the signal handlers (Ctrl-C raises KeyboardInterrupt)."""
+    """``opsync demo --node``; Ctrl-C or SIGTERM stops it cleanly (:func:`run_until_stopped`)."""
     started = time.monotonic()
 
     def timed(label: str, detail: str) -> None:
@@ -207,9 +204,9 @@ def run(args: argparse.Namespace, demo_factory: type[NodeDemo] = NodeDemo) -> in
         out=sys.stdout,
         ready_timeout=args.ready_timeout,
     )
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    status = 0
-    try:
+
+    def steps() -> int:
+        status = 0
         node.check_host()
         demo.say("opsync demo --node: control plane + node + the operator from the Helm chart, in a pod\n")
         demo.prepare()
@@ -244,16 +241,13 @@ def run(args: argparse.Namespace, demo_factory: type[NodeDemo] = NodeDemo) -> in
             f"  kubectl logs -n {NAMESPACE} deployment/{PRINTER}\n"
             "  kubectl get nodes,pods -A\n"
         )
-        if not args.exit_when_ready:
-            stay_up(demo)
-    except KeyboardInterrupt:
-        demo.say("\nstopping ...\n")
-        if args.exit_when_ready:
-            status = 130
-    except NODE_DEMO_ERRORS as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        status = 2
-    finally:
-        stop_cleanly(demo.stop, previous)
-    demo.say(f"stopped: pods, node, control plane and Connect server  [{time.monotonic() - started:.1f} s]\n")
-    return status
+        return status
+
+    return run_until_stopped(
+        demo,
+        steps,
+        stays_up=not args.exit_when_ready,
+        errors=NODE_DEMO_ERRORS,
+        stopped="pods, node, control plane and Connect server",
+        started=started,
+    )
