@@ -7,7 +7,6 @@ waiting), never from each other or from a conftest.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from opsync.tooling import binaries
 from opsync.tooling.harness import ConnectServerProcess
 from opsync.tooling.images import Image
 from opsync.tooling.node import NodeCluster
+from opsync.tooling.nodedemo import write_chart_values
 from tests.conftest import REPO
 
 CHART = REPO / "helm" / "opsync"
@@ -103,22 +103,16 @@ class Chart:
 
     @classmethod
     def install(cls, node: NodeEnv, *, release: str, namespace: str, replicas: int = 1) -> Self:
-        repository, tag = node.image.ref.rsplit(":", 1)
-        values = {
-            "connect": {"host": node.connect.url},
-            "operator": {
-                "imageRepository": repository,
-                "version": tag,
-                "imagePullPolicy": "Never",
-                "replicas": replicas,
-                "pollingInterval": POLL_SECONDS,
-                "logLevel": "debug",
-                "token": {"value": node.connect.token},
-                "customEnvVars": [{"name": "OPSYNC_LEASE_DURATION", "value": "6"}],
-            },
-        }
-        path = node.home / f"values-{release}.json"
-        path.write_text(json.dumps(values))
+        path = write_chart_values(
+            node.home / f"values-{release}.json",
+            image_ref=node.image.ref,
+            connect_url=node.connect.url,
+            token=node.connect.token,
+            replicas=replicas,
+            pollingInterval=POLL_SECONDS,
+            logLevel="debug",
+            customEnvVars=[{"name": "OPSYNC_LEASE_DURATION", "value": "6"}],
+        )
         helm(
             node,
             "install",

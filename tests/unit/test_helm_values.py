@@ -9,6 +9,7 @@ fails here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import subprocess
 import types
@@ -719,3 +720,29 @@ def test_the_chart_ships_both_connection_crds() -> None:
         for doc in yaml.safe_load_all((CHART / "crds" / "connections.yaml").read_text())
     }
     assert kinds == {"OnePasswordConnection": "Namespaced", "ClusterOnePasswordConnection": "Cluster"}
+
+
+def test_the_node_chart_values_run_the_local_image_and_stay_private(tmp_path: Path) -> None:
+    """The values ``demo --node`` and the node tests install with: the chart runs the image from
+    the node's containerd (never pulled) against the given Connect server, with the extra operator
+    values, and the file holding the token is readable by its owner only."""
+    from opsync.tooling.nodedemo import write_chart_values
+
+    path = write_chart_values(
+        tmp_path / "values.json",
+        image_ref="localhost/opsync:0123abcd",
+        connect_url="http://10.244.0.1:8080",
+        token=TOKEN,
+        replicas=2,
+        pollingInterval=2,
+    )
+    assert path.stat().st_mode & 0o777 == 0o600
+    rendered = list(_render(path.read_text()))  # JSON is YAML
+    pod = container(rendered)
+    assert pod["image"] == "localhost/opsync:0123abcd" and pod["imagePullPolicy"] == "Never"
+    env = {e["name"]: e.get("value") for e in pod["env"]}
+    assert env["OP_CONNECT_HOST"] == "http://10.244.0.1:8080" and env["POLLING_INTERVAL"] == "2"
+    deployment = next(o for o in rendered if o["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    token = next(o for o in rendered if o["kind"] == "Secret")
+    assert base64.b64decode(token["data"]["token"]).decode() == TOKEN

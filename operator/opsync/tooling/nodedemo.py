@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from opsync.tooling import binaries, hostpkgs, images, node
@@ -35,7 +36,7 @@ from opsync.tooling.demo import (
     instructions,
     run_until_stopped,
 )
-from opsync.tooling.harness import ConnectServerProcess, OperatorProcess
+from opsync.tooling.harness import ConnectServerProcess, OperatorProcess, write_private
 
 NODE_DEMO_ERRORS: tuple[type[BaseException], ...] = (
     *DEMO_ERRORS,
@@ -50,6 +51,25 @@ RELEASE_NAMESPACE = "opsync-system"
 PRINTER = "secret-printer"
 """A Deployment whose pod prints a key of the demo Secret it reads through an env var (opted in to
 restarts): the item and field the demo's update instructions change (a host name, not a secret)."""
+
+
+def write_chart_values(path: Path, *, image_ref: str, connect_url: str, token: str, **operator: Any) -> Path:
+    """Write, readable by its owner only (it holds the Connect token), the chart's values that run
+    ``image_ref`` from the node's containerd against ``connect_url``; ``operator`` adds to the
+    ``operator`` values (``pollingInterval``, ``replicas``, ...)."""
+    repository, tag = image_ref.rsplit(":", 1)
+    values = {
+        "connect": {"host": connect_url},
+        "operator": {
+            "imageRepository": repository,
+            "version": tag,
+            "imagePullPolicy": "Never",
+            "token": {"value": token},
+            **operator,
+        },
+    }
+    write_private(path, json.dumps(values))
+    return path
 
 
 @dataclass(kw_only=True)
@@ -89,20 +109,13 @@ class NodeDemo(Demo):
 
     def install_chart(self) -> str:
         assert self.connect is not None and self.image is not None and self.cluster is not None
-        repository, tag = self.image.ref.rsplit(":", 1)
-        values = {
-            "connect": {"host": self.connect.url},
-            "operator": {
-                "imageRepository": repository,
-                "version": tag,
-                "imagePullPolicy": "Never",
-                "pollingInterval": POLLING_INTERVAL,
-                "token": {"value": self.connect.token},
-            },
-        }
-        values_file = self.run_dir / "node-values.json"
-        values_file.write_text(json.dumps(values))
-        values_file.chmod(0o600)
+        values_file = write_chart_values(
+            self.run_dir / "node-values.json",
+            image_ref=self.image.ref,
+            connect_url=self.connect.url,
+            token=self.connect.token,
+            pollingInterval=POLLING_INTERVAL,
+        )
         helm = binaries.ensure(["helm"])["helm"]
         chart = binaries.hack_dir().parent / "helm" / "opsync"
         result = subprocess.run(
