@@ -428,11 +428,9 @@ class Connections:
         except (ConnectionUnusable, KubeError) as exc:
             logger.debug("%s: could not read its token again: %s", link.ref, exc)
             return
-        if endpoint == link.endpoint and token.get_secret_value() != link.token.get_secret_value():
-            with contextlib.suppress(ConfigError):
-                link.client.set_token(token)
-                link.token = token
-                logger.info("%s: the token in its Secret changed; using the new one", link.ref)
+        if endpoint == link.endpoint:
+            with contextlib.suppress(ConfigError):  # the next poll's refresh reports it
+                _use_token(link, token)
 
     async def refresh(self, link: Link) -> None:
         """Before each poll of ``link``: read its object and token again (Kubernetes only) and
@@ -450,13 +448,10 @@ class Connections:
             logger.info("%s changed its host or TLS settings: its items are routed afresh", ref)
             self._release(link, "its host or TLS settings changed", reroute=True)
             raise Reopening(str(ref))
-        if token.get_secret_value() != link.token.get_secret_value():
-            try:
-                link.client.set_token(token)
-            except ConfigError as exc:
-                raise ConnectionUnusable(f"{ref}: {exc}", reason=Reason.TokenNotFound) from None
-            link.token = token
-            logger.info("%s: the token in its Secret changed; using the new one", ref)
+        try:
+            _use_token(link, token)
+        except ConfigError as exc:
+            raise ConnectionUnusable(f"{ref}: {exc}", reason=Reason.TokenNotFound) from None
         link.spec = spec
         link.interval = float(spec.pollingInterval or self.interval)
         if isinstance(spec, ClusterConnectionSpec):
@@ -666,3 +661,13 @@ class NoDefaultConnection:
         self, vault_id: str, item_id: str, *, item: FullItem | None = None
     ) -> tuple[FullItem, dict[str, SecretBytes]]:
         raise self._refuse()
+
+
+def _use_token(link: Link, token: SecretStr) -> None:
+    """Use ``token`` for ``link`` from its next request on, when it is not the one in use; a
+    ConfigError (which names no value) when it cannot be a bearer token."""
+    if token.get_secret_value() == link.token.get_secret_value():
+        return
+    link.client.set_token(token)
+    link.token = token
+    logger.info("%s: the token in its Secret changed; using the new one", link.ref)
