@@ -91,3 +91,20 @@ def test_the_essence_is_kopfs_own_without_copying_what_it_drops() -> None:
     }
     ours["spec"]["template"]["data"]["k"] = "changed"  # a copy: the body is untouched
     assert full["spec"]["template"]["data"]["k"] == "v"
+
+
+def test_the_status_and_system_metadata_are_never_copied() -> None:
+    """Only what the essence keeps is deep-copied at each watch event: copying the managed
+    fields and the status too cost more than the rest of the build."""
+
+    class Uncopyable(dict[str, str]):
+        def __deepcopy__(self, memo: object) -> Uncopyable:
+            raise AssertionError("deep-copied a part no essence keeps")
+
+    full = body({"team": "a"})
+    full["metadata"]["managedFields"] = [Uncopyable(manager="kubectl")]
+    full["status"]["conditions"] = [Uncopyable(type="Ready")]
+    assert MemoryDiffBaseStorage().build(body=full) == {
+        "metadata": {"annotations": {"team": "a"}},
+        "spec": {"itemPath": "vaults/v/items/i"},
+    }
