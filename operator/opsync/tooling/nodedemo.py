@@ -246,7 +246,7 @@ def run(args: argparse.Namespace, demo_factory: type[NodeDemo] = NodeDemo) -> in
                 token_file=demo.token_file,
                 kubectl=demo.kubectl_path,
                 run_dir=demo.run_dir,
-                stays_up=True,
+                stays_up=not args.exit_when_ready,
             ).replace(str(demo.run_dir / "operator.log"), operator_log)
             + f"With pods: after that change deployment/{PRINTER} rolls out (a new ReplicaSet) and its new "
             f"pod prints the new {UPDATE_FIELD}:\n"
